@@ -11,11 +11,13 @@ import os
 import subprocess
 import sys
 import uuid
+from argparse import Namespace
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import psycopg
 import pytest
+from alembic.config import Config
 from sqlalchemy import URL, Engine, create_engine
 from sqlalchemy.pool import NullPool
 
@@ -126,3 +128,25 @@ def alembic_engine(make_database: MakeDatabase) -> Iterator[Engine]:
     engine = create_engine(make_database(), poolclass=NullPool)
     yield engine
     engine.dispose()
+
+
+def alembic_config(url: URL, *x_arguments: str) -> Config:
+    """An in-process Alembic config bound to `url` (faster than a subprocess).
+
+    env.py treats the handed-in Engine as its own: it takes the migration lock and sets
+    the timeouts, as it does for a command-line run.
+    """
+    config = Config(ALEMBIC_INI, cmd_opts=Namespace(x=list(x_arguments)))
+    config.attributes["connection"] = create_engine(url, poolclass=NullPool)
+    return config
+
+
+def rows(url: URL, query: str) -> list[tuple[object, ...]]:
+    with psycopg.connect(conninfo(url)) as conn:
+        return conn.execute(query).fetchall()
+
+
+def execute(url: URL, *statements: str) -> None:
+    with psycopg.connect(conninfo(url)) as conn:
+        for statement in statements:
+            conn.execute(statement)
