@@ -18,7 +18,7 @@ ids, and changes nothing.
 from collections.abc import Iterable, Iterator, Sequence
 
 from psycopg.errors import ForeignKeyViolation
-from sqlalchemy import delete, func, select, text
+from sqlalchemy import Column, delete, func, select, text
 from sqlalchemy.dialects.postgresql import aggregate_order_by
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, selectinload
@@ -75,23 +75,22 @@ def iter_roster(session: Session, batch: int = 1000) -> Iterator[tuple[str, Sequ
 
 def student_ids_of(session: Session, course_id: int) -> list[int]:
     """Ids of the students enrolled in the course, ascending; [] for a course nobody takes."""
-    column = student_course.c.student_id
-    ids = list(
-        session.scalars(select(column).where(student_course.c.course_id == course_id).order_by(column))
-    )
-    if not ids:
-        raise_unknown(session, courses=[course_id])
-    return ids
+    return other_side(session, student_course.c.course_id, course_id)
 
 
 def course_ids_of(session: Session, student_id: int) -> list[int]:
     """Ids of the student's courses, ascending; [] for a student in no course."""
-    column = student_course.c.course_id
-    ids = list(
-        session.scalars(select(column).where(student_course.c.student_id == student_id).order_by(column))
+    return other_side(session, student_course.c.student_id, student_id)
+
+
+def other_side(session: Session, side: Column[int], row_id: int) -> list[int]:
+    """The ids enrolled opposite `row_id` on `side`; raises if nothing is and `row_id` is unknown."""
+    wanted = (
+        student_course.c.course_id if side is student_course.c.student_id else student_course.c.student_id
     )
+    ids = list(session.scalars(select(wanted).where(side == row_id).order_by(wanted)))
     if not ids:
-        raise_unknown(session, students=[student_id])
+        raise_unknown(session, **{side.name.replace("_id", "s"): [row_id]})
     return ids
 
 
