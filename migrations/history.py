@@ -1,0 +1,227 @@
+"""The migration history's integrity: one line of revisions, each recorded in a manifest.
+
+``migrations/history.sum`` lists every revision, base first: its file, its revision id,
+and a hash of the previous line's hash and the file's bytes (as in Atlas's atlas.sum).
+A revision that was applied somewhere must never change, so editing, removing or
+reordering a recorded file fails the check; and two branches that each add a revision
+both change the manifest's last line, so git makes them resolve it rather than merging
+two heads unnoticed.
+
+    uv run python -m migrations.history check    # what the tests check
+    uv run python -m migrations.history update   # record a new, reviewed revision
+
+A revision whose downgrade cannot undo it says so: a module attribute
+``irreversible = "why"``, and a downgrade that raises (``raise CommandError(irreversible)``)
+instead of letting a downgrade step past it while leaving its changes in place.
+"""
+
+from __future__ import annotations
+
+import ast
+import hashlib
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+from alembic.config import Config
+from alembic.script import Script, ScriptDirectory
+from alembic.util import CommandError
+
+SCRIPT_LOCATION = Path(__file__).resolve().parent
+MANIFEST = "history.sum"
+UPDATE = "uv run python -m migrations.history update"
+HEADER = (
+    "# Every revision, base first: file, revision id, sha256(previous line's hash + file bytes).\n"
+    f"# Never edit by hand; after adding a revision run: {UPDATE}\n"
+)
+
+
+@dataclass(frozen=True)
+class Entry:
+    file: str
+    revision: str
+    digest: str
+
+    def __str__(self) -> str:
+        return f"{self.file} {self.revision} {self.digest}"
+
+
+def scripts(script_location: Path) -> list[Script]:
+    """The revisions, base first (alembic walks from the heads down)."""
+    config = Config()
+    config.set_main_option("script_location", str(script_location))
+    return list(reversed(list(ScriptDirectory.from_config(config).walk_revisions())))
+
+
+def chained(previous: str, path: Path) -> str:
+    # A checkout that turns newlines into CRLF (git's autocrlf on Windows) has not edited anything.
+    return hashlib.sha256(previous.encode() + path.read_bytes().replace(b"\r\n", b"\n")).hexdigest()
+
+
+def entries(script_location: Path) -> list[Entry]:
+    """What the manifest should say about the revisions on disk."""
+    recorded: list[Entry] = []
+    for script in scripts(script_location):
+        path = Path(script.path)
+        previous = recorded[-1].digest if recorded else ""
+        recorded.append(Entry(path.name, script.revision, chained(previous, path)))
+    return recorded
+
+
+def read_manifest(script_location: Path) -> list[Entry]:
+    lines = (script_location / MANIFEST).read_text().splitlines()
+    return [Entry(*line.split()) for line in lines if line.strip() and not line.startswith("#")]
+
+
+def write_manifest(script_location: Path) -> None:
+    problems = chain_problems(script_location)
+    if problems:
+        raise CommandError("not recording a history that is not one line: " + "; ".join(problems))
+    lines = "".join(f"{entry}\n" for entry in entries(script_location))
+    (script_location / MANIFEST).write_text(HEADER + lines)
+
+
+def manifest_problems(script_location: Path) -> list[str]:
+    """What differs between the manifest and the revision files, each with its fix."""
+    manifest = script_location / MANIFEST
+    if not manifest.exists():
+        return [f"{manifest} is missing; create it: {UPDATE}"]
+    recorded = read_manifest(script_location)
+    on_disk = {Path(script.path).name: script for script in scripts(script_location)}
+    recorded_files = {entry.file for entry in recorded}
+    problems = [
+        f"{entry.file} (revision {entry.revision}) is recorded in {MANIFEST} but was removed; "
+        f"a revision that may have been applied must stay: git checkout -- migrations/versions/{entry.file}"
+        for entry in recorded
+        if entry.file not in on_disk
+    ]
+    problems += [
+        f"{name} (revision {script.revision}) is not recorded in {MANIFEST}; "
+        f"once reviewed, record it: {UPDATE}"
+        for name, script in on_disk.items()
+        if name not in recorded_files
+    ]
+    recorded_order = [entry.file for entry in recorded if entry.file in on_disk]
+    history_order = [name for name in on_disk if name in recorded_files]
+    if recorded_order != history_order:
+        # Hashes chain in the recorded order, so in another order every one differs: say only this.
+        return [
+            *problems,
+            f"the revisions were reordered: {MANIFEST} records {', '.join(recorded_order)} but their "
+            f"down_revisions chain {', '.join(history_order)}; "
+            "restore what changed: git checkout -- migrations/",
+        ]
+    previous = ""
+    for entry in recorded:
+        script = on_disk.get(entry.file)
+        if script is not None and script.revision != entry.revision:
+            problems.append(
+                f"{entry.file} now says revision {script.revision}, recorded as {entry.revision}; "
+                f"restore it: git checkout -- migrations/versions/{entry.file}"
+            )
+        elif script is not None and chained(previous, Path(script.path)) != entry.digest:
+            problems.append(
+                f"{entry.file} was edited after it was recorded in {MANIFEST} (its hash differs). A database "
+                f"may already have run it: undo the edit (git checkout -- migrations/versions/{entry.file}) "
+                f"and make the change in a new revision; only if it never left your machine: {UPDATE}"
+            )
+        previous = entry.digest
+    return problems
+
+
+def chain_problems(script_location: Path) -> list[str]:
+    """Why the revisions are not one line from base to a single head, if they are not."""
+    config = Config()
+    config.set_main_option("script_location", str(script_location))
+    try:
+        directory = ScriptDirectory.from_config(config)
+        heads = directory.get_heads()
+        every = list(directory.walk_revisions())
+    except CommandError as error:  # alembic's RevisionError is a CommandError: a missing down_revision
+        return [f"alembic cannot read the history: {error}"]
+    problems = [
+        f"{Path(script.path).name} merges {', '.join(script.down_revision)}; merges are not allowed: "
+        "give the newer revision one down_revision, the other branch's head"
+        for script in every
+        if isinstance(script.down_revision, tuple | list) and len(script.down_revision) > 1
+    ]
+    if len(heads) != 1:
+        problems.append(
+            f"the history has {len(heads)} heads ({', '.join(sorted(heads))}), it must have one: set the "
+            f"newer revision's down_revision to the other head, then run: {UPDATE}"
+        )
+    return problems
+
+
+def downgrade_problem(path: Path) -> str | None:
+    """Why this revision's downgrade does not undo its upgrade, if it does not."""
+    tree = ast.parse(path.read_text(), filename=str(path))
+    marker = next(
+        (
+            node.value
+            for node in tree.body
+            if isinstance(node, ast.Assign | ast.AnnAssign)
+            and any(
+                isinstance(target, ast.Name) and target.id == "irreversible"
+                for target in (node.targets if isinstance(node, ast.Assign) else [node.target])
+            )
+        ),
+        None,
+    )
+    function = next(
+        (node for node in tree.body if isinstance(node, ast.FunctionDef) and node.name == "downgrade"), None
+    )
+    body = [
+        statement
+        for statement in (function.body if function else [])
+        if not (isinstance(statement, ast.Expr) and isinstance(statement.value, ast.Constant))
+    ]
+    raises_only = len(body) == 1 and isinstance(body[0], ast.Raise)
+    if marker is not None:
+        if not (isinstance(marker, ast.Constant) and isinstance(marker.value, str) and marker.value.strip()):
+            return (
+                f"{path.name} is marked irreversible without a reason: "
+                'irreversible = "why it cannot be undone"'
+            )
+        if not raises_only:
+            return (
+                f"{path.name} is marked irreversible, so its downgrade must only raise "
+                "(raise CommandError(irreversible)), not step past it leaving its changes in place"
+            )
+        return None
+    if all(isinstance(statement, ast.Pass) for statement in body) or raises_only:
+        return (
+            f"{path.name} has no downgrade that undoes its upgrade: write one, or, if it cannot be undone, "
+            'add irreversible = "why" and make downgrade raise CommandError(irreversible)'
+        )
+    return None
+
+
+def problems(script_location: Path = SCRIPT_LOCATION) -> list[str]:
+    found = chain_problems(script_location)
+    if found:  # the manifest and the downgrades are read along the chain
+        return found
+    downgrades = (downgrade_problem(Path(script.path)) for script in scripts(script_location))
+    return [*manifest_problems(script_location), *(problem for problem in downgrades if problem)]
+
+
+def main(arguments: list[str]) -> int:
+    try:
+        if arguments == ["update"]:
+            write_manifest(SCRIPT_LOCATION)
+            print(f"recorded {len(entries(SCRIPT_LOCATION))} revisions in {SCRIPT_LOCATION / MANIFEST}")
+            return 0
+        if arguments == ["check"]:
+            found = problems()
+            for problem in found:
+                print(problem, file=sys.stderr)
+            return 1 if found else 0
+    except CommandError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 1
+    print("usage: python -m migrations.history {check|update}", file=sys.stderr)
+    return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
