@@ -12,11 +12,19 @@
 - Upgrades commit per migration (``transaction_per_migration``): a failure keeps the
   revisions before it. A downgrade is one transaction: a revision that refuses to drop
   user data part-way leaves the database exactly where it was.
+- A relative destination (``downgrade -1``, ``upgrade +1``) counts from the revision the
+  database was at when the command started, not from wherever other migrators left it
+  while this one waited for the lock: 8 replicas rolling back with ``downgrade -1`` step
+  down once, not 8 times.
+- A migrator killed mid-run (SIGKILL, OOM) has its server session ended within a second
+  (``client_connection_check_interval``): its transaction rolls back and its locks go,
+  instead of holding them until ``statement_timeout``.
 - Errors reach the user as one ``FAILED:`` line, never with a password in it.
 """
 
 from __future__ import annotations
 
+import logging
 import os
 import re
 import time
@@ -39,6 +47,9 @@ from models.database import DatabaseUrlError, database_url
 config = context.config
 if config.config_file_name is not None:
     fileConfig(config.config_file_name, disable_existing_loggers=False)
+    # Alembic prints each error as "FAILED: ..." and logs it again; once is enough.
+    logging.getLogger("alembic.util.messaging").setLevel(logging.CRITICAL)
+log = logging.getLogger("alembic.env")
 
 target_metadata = Base.metadata
 
@@ -48,6 +59,9 @@ MIGRATION_TABLES = frozenset({"alembic_version", "alembic_seed_rows"})
 # One key for every migrator of this schema: the bytes of "migrate!" as a bigint.
 MIGRATION_LOCK_KEY = int.from_bytes(b"migrate!", "big")
 DURATION = re.compile(r"^\d+(ms|s|min|h)?$")
+RELATIVE = re.compile(r"^[+-]\d+$")
+# How often the server checks, during a statement, that the migrator is still there (PostgreSQL 14+).
+CLIENT_CHECK = {"client_connection_check_interval": "1s"}
 
 
 def duration_setting(variable: str, default: str) -> str:
@@ -112,11 +126,15 @@ def run_migrations_online() -> None:
             with context.begin_transaction():
                 context.run_migrations()
             return
-        for name, value in timeouts().items():
+        for name, value in {**timeouts(), **CLIENT_CHECK}.items():
             connection.execute(
                 text("SELECT set_config(:name, :value, false)"), {"name": name, "value": value}
             )
+        relative = relative_destination()
+        started_at = current_heads(connection) if relative else ()
         acquire_migration_lock(connection)
+        if relative and already_moved(connection, started_at, relative):
+            return
         downgrading = is_downgrade(connection)
         connection.commit()  # ends only the transaction the lines above began
         if downgrading:
@@ -167,6 +185,44 @@ def acquire_migration_lock(connection: Connection) -> None:
                 "or find it in pg_locks (locktype 'advisory')"
             )
         time.sleep(0.05)
+
+
+def relative_destination() -> str | None:
+    try:
+        destination = context.get_revision_argument()
+    except KeyError:
+        return None
+    return destination if isinstance(destination, str) and RELATIVE.match(destination) else None
+
+
+def current_heads(connection: Connection) -> tuple[str, ...]:
+    return MigrationContext.configure(connection).get_current_heads()
+
+
+def already_moved(connection: Connection, started_at: tuple[str, ...], relative: str) -> bool:
+    """True when another migrator, while this one waited, took the database where `relative` leads.
+
+    Raises when it went anywhere else: `relative` no longer says where to go.
+    """
+    now = current_heads(connection)
+    if now == started_at:
+        return False
+    # A linear history, base first: `relative` counts steps along it from `started_at`.
+    scripts = reversed(list(ScriptDirectory.from_config(config).walk_revisions()))
+    history: list[tuple[str, ...]] = [(), *((script.revision,) for script in scripts)]
+    steps = history.index(started_at) + int(relative) if started_at in history else -1
+    if not 0 <= steps < len(history) or now != history[steps]:
+        raise CommandError(
+            f"the database moved from {describe(started_at)} to {describe(now)} while this command "
+            f"waited for the migration lock, and {relative} counted from {describe(started_at)}; "
+            "nothing was changed. Check `alembic current`, then run the command again if you still mean it"
+        )
+    log.info("Another migrator already moved the database to %s; nothing to do.", describe(now))
+    return True
+
+
+def describe(heads: tuple[str, ...]) -> str:
+    return ", ".join(heads) or "base"
 
 
 def is_downgrade(connection: Connection) -> bool:

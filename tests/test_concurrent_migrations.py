@@ -1,0 +1,130 @@
+"""Migrators that run at once (replicas at deploy time) are serialized by env.py's advisory lock."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import psycopg
+from alembic import command
+from alembic.config import Config
+from alembic.script import ScriptDirectory
+from catalog import MIGRATIONS, catalog, contents
+from conftest import ALEMBIC_INI, MakeDatabase
+from forked_cli import Finished, run_alembic, start_alembic
+from sqlalchemy import URL, Engine
+
+from models.database import conninfo
+
+MIGRATORS = 8
+# env.py's MIGRATION_LOCK_KEY: the bytes of "migrate!" as a bigint.
+MIGRATION_LOCK_KEY = int.from_bytes(b"migrate!", "big")
+HISTORY = ScriptDirectory.from_config(Config(ALEMBIC_INI))
+
+
+def snapshot(url: URL) -> list[str]:
+    return catalog(url, excluded=()) + contents(url)
+
+
+def versions(url: URL) -> list[str]:
+    with psycopg.connect(conninfo(url)) as conn:
+        return [row[0] for row in conn.execute("SELECT version_num FROM alembic_version")]
+
+
+def wait_until_polling_for_the_lock(url: URL, migrators: int = 1) -> None:
+    """Return once `migrators` processes connected to `url` wait for the migration lock."""
+    deadline = time.monotonic() + 30
+    with psycopg.connect(conninfo(url), autocommit=True) as conn:
+        while time.monotonic() < deadline:
+            waiting = conn.execute(
+                "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
+                "AND query LIKE 'SELECT pg_try_advisory_lock%%'"
+            ).fetchone()
+            if waiting and waiting[0] >= migrators:
+                return
+            time.sleep(0.02)
+    raise AssertionError(f"{migrators} migrators did not all start waiting for the migration lock")
+
+
+def at_once(url: URL, tmp_path: Path, *args: str) -> list[Finished]:
+    """Run `alembic *args` in MIGRATORS processes that all start before any of them migrates."""
+    with psycopg.connect(conninfo(url), autocommit=True) as holder:
+        holder.execute("SELECT pg_advisory_lock(%s)", (MIGRATION_LOCK_KEY,))
+        runs = [start_alembic(*args, url=url, workdir=tmp_path) for _ in range(MIGRATORS)]
+        wait_until_polling_for_the_lock(url, MIGRATORS)
+    results = [run.finish() for run in runs]
+    assert [result.returncode for result in results] == [0] * MIGRATORS, [r.output for r in results]
+    return results
+
+
+def test_eight_concurrent_upgrades_to_head_leave_exactly_what_one_upgrade_leaves(
+    make_database: MakeDatabase, head_template: str, tmp_path: Path
+) -> None:
+    url = make_database()
+    results = at_once(url, tmp_path, "upgrade", "head")
+
+    # One migrator applied the revisions; every other one then found the database at head.
+    assert sum("Running upgrade" in result.stderr for result in results) == 1
+    assert snapshot(url) == snapshot(url.set(database=head_template))
+    with psycopg.connect(conninfo(url)) as conn:
+        assert conn.execute("SELECT pg_try_advisory_lock(%s)", (MIGRATION_LOCK_KEY,)).fetchone() == (True,)
+
+
+def test_eight_concurrent_downgrades_by_one_step_move_the_database_down_one_step(
+    head_url: URL, tmp_path: Path
+) -> None:
+    results = at_once(head_url, tmp_path, "downgrade", "-1")
+
+    assert sum("Running downgrade" in result.stderr for result in results) == 1
+    assert sum("already moved the database" in result.stderr for result in results) == MIGRATORS - 1
+    assert versions(head_url) == [HISTORY.get_revision("head").down_revision]
+    assert contents(head_url) == [f"row alembic_version ({versions(head_url)[0]})"]
+
+
+def test_a_relative_downgrade_refuses_when_another_migrator_moved_the_database_elsewhere_meanwhile(
+    make_database: MakeDatabase, engine_at: Callable[[URL], Engine], tmp_path: Path
+) -> None:
+    url = make_database()
+    below_head = HISTORY.get_revision("head").down_revision
+    assert isinstance(below_head, str)
+    assert run_alembic("upgrade", below_head, url=url, workdir=tmp_path).returncode == 0
+    with engine_at(url).connect() as holder:
+        holder.exec_driver_sql(f"SELECT pg_advisory_lock({MIGRATION_LOCK_KEY})")
+        holder.commit()
+        downgrade = start_alembic("downgrade", "-1", url=url, workdir=tmp_path)
+        wait_until_polling_for_the_lock(url)
+        # Another migrator, holding the lock, upgrades to head while `downgrade -1` waits.
+        config = Config()
+        config.set_main_option("script_location", str(MIGRATIONS))
+        config.attributes["connection"] = holder
+        command.upgrade(config, "head")
+        holder.commit()
+        before = snapshot(url)
+        holder.exec_driver_sql(f"SELECT pg_advisory_unlock({MIGRATION_LOCK_KEY})")
+        result = downgrade.finish()
+
+    assert result.returncode != 0
+    assert len(result.message) == 1, result.output
+    assert f"the database moved from {below_head} to {HISTORY.get_current_head()}" in result.message[0]
+    assert "nothing was changed" in result.message[0]
+    assert snapshot(url) == before
+
+
+def test_a_migrator_gives_up_with_a_clear_message_when_another_holds_the_lock_too_long(
+    make_database: MakeDatabase, tmp_path: Path
+) -> None:
+    url = make_database()
+    with psycopg.connect(conninfo(url), autocommit=True) as holder:
+        holder.execute("SELECT pg_advisory_lock(%s)", (MIGRATION_LOCK_KEY,))
+        started = time.monotonic()
+        result = run_alembic("upgrade", "head", url=url, workdir=tmp_path, MIGRATION_LOCK_WAIT="0.5")
+        waited = time.monotonic() - started
+
+    assert result.returncode != 0
+    assert 0.5 <= waited < 10
+    assert result.message == [
+        "FAILED: another migration has held the migration lock for over 0.5s (MIGRATION_LOCK_WAIT); "
+        "nothing was changed. Wait for it to finish, or find it in pg_locks (locktype 'advisory')"
+    ]
+    assert snapshot(url) == []
