@@ -86,6 +86,28 @@ def test_manifest_lines_in_another_order_than_the_history_are_reported_as_a_reor
     assert Path(scripts(copy)[0].path).name in problem
 
 
+def test_revisions_whose_down_revisions_were_swapped_are_reported_as_reordered(tmp_path: Path) -> None:
+    copy = copy_migrations(tmp_path)
+    base, head = (Path(script.path) for script in scripts(copy))
+    base_id = scripts(copy)[0].revision
+    base.write_text(
+        base.read_text().replace(
+            "down_revision: str | Sequence[str] | None = None", f"down_revision = {HEAD!r}"
+        )
+    )
+    head.write_text(
+        head.read_text().replace(
+            f'down_revision: str | Sequence[str] | None = "{base_id}"', "down_revision = None"
+        )
+    )
+    assert [Path(script.path) for script in scripts(copy)] == [head, base]
+    [problem] = manifest_problems(copy)
+    assert problem == (
+        f"the revisions were reordered: {MANIFEST} records {base.name}, {head.name} but their "
+        f"down_revisions chain {head.name}, {base.name}; restore what changed: git checkout -- migrations/"
+    )
+
+
 def test_two_heads_are_reported_and_not_recorded(tmp_path: Path) -> None:
     copy = copy_migrations(tmp_path)
     base = scripts(copy)[0].revision
