@@ -70,7 +70,14 @@ def entries(script_location: Path) -> list[Entry]:
 
 def read_manifest(script_location: Path) -> list[Entry]:
     lines = (script_location / MANIFEST).read_text().splitlines()
-    return [Entry(*line.split()) for line in lines if line.strip() and not line.startswith("#")]
+    fields = [line.split() for line in lines if line.strip() and not line.startswith("#")]
+    malformed = [" ".join(line) for line in fields if len(line) != 3]
+    if malformed:  # most likely git's conflict markers: two branches each added a revision
+        raise CommandError(
+            f"{MANIFEST} has a line that is not 'file revision hash': {malformed[0]!r}. After a merge "
+            f"conflict, give your revision the other branch's head as its down_revision, then run: {UPDATE}"
+        )
+    return [Entry(*line) for line in fields]
 
 
 def write_manifest(script_location: Path) -> None:
@@ -86,7 +93,10 @@ def manifest_problems(script_location: Path) -> list[str]:
     manifest = script_location / MANIFEST
     if not manifest.exists():
         return [f"{manifest} is missing; create it: {UPDATE}"]
-    recorded = read_manifest(script_location)
+    try:
+        recorded = read_manifest(script_location)
+    except CommandError as error:
+        return [str(error)]
     on_disk = {Path(script.path).name: script for script in scripts(script_location)}
     recorded_files = {entry.file for entry in recorded}
     problems = [

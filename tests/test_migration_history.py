@@ -108,6 +108,16 @@ def test_revisions_whose_down_revisions_were_swapped_are_reported_as_reordered(t
     )
 
 
+def test_a_manifest_with_merge_conflict_markers_is_reported_with_how_to_resolve_it(tmp_path: Path) -> None:
+    copy = copy_migrations(tmp_path)
+    manifest = copy / MANIFEST
+    manifest.write_text(manifest.read_text() + "<<<<<<< HEAD\n=======\n>>>>>>> other-branch\n")
+    assert manifest_problems(copy) == [
+        f"{MANIFEST} has a line that is not 'file revision hash': '<<<<<<< HEAD'. After a merge conflict, "
+        f"give your revision the other branch's head as its down_revision, then run: {UPDATE}"
+    ]
+
+
 def test_two_heads_are_reported_and_not_recorded(tmp_path: Path) -> None:
     copy = copy_migrations(tmp_path)
     base = scripts(copy)[0].revision
