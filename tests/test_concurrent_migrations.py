@@ -10,26 +10,16 @@ import psycopg
 from alembic import command
 from alembic.config import Config
 from alembic.script import ScriptDirectory
-from catalog import MIGRATIONS, catalog, contents
+from catalog import MIGRATIONS, contents
 from conftest import ALEMBIC_INI, MakeDatabase
+from db_state import MIGRATION_LOCK_KEY, snapshot, versions
 from forked_cli import Finished, run_alembic, start_alembic
 from sqlalchemy import URL, Engine
 
 from models.database import conninfo
 
 MIGRATORS = 8
-# env.py's MIGRATION_LOCK_KEY: the bytes of "migrate!" as a bigint.
-MIGRATION_LOCK_KEY = int.from_bytes(b"migrate!", "big")
 HISTORY = ScriptDirectory.from_config(Config(ALEMBIC_INI))
-
-
-def snapshot(url: URL) -> list[str]:
-    return catalog(url, excluded=()) + contents(url)
-
-
-def versions(url: URL) -> list[str]:
-    with psycopg.connect(conninfo(url)) as conn:
-        return [row[0] for row in conn.execute("SELECT version_num FROM alembic_version")]
 
 
 def wait_until_polling_for_the_lock(url: URL, migrators: int = 1) -> None:
