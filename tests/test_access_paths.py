@@ -1,12 +1,12 @@
 """models/access.py on a real PostgreSQL: the roster without N+1, lookups, enrollment."""
 
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 
 import pytest
-from sqlalchemy import URL, Engine, event, func, select, text
+from sqlalchemy import URL, Engine, func, select, text
 from sqlalchemy.orm import Session
 
+from bench.workload import statements
 from models import Course, Student, student_course
 from models.access import (
     UnknownCourseError,
@@ -21,21 +21,6 @@ from models.access import (
 )
 
 EngineAt = Callable[[URL], Engine]
-
-
-@contextmanager
-def statements(engine: Engine) -> Iterator[list[tuple[str, object]]]:
-    """Every statement the engine sends while the block runs, with its parameters."""
-    sent: list[tuple[str, object]] = []
-
-    def record(conn: object, cursor: object, statement: str, parameters: object, *args: object) -> None:
-        sent.append((statement, parameters))
-
-    event.listen(engine, "before_cursor_execute", record)
-    try:
-        yield sent
-    finally:
-        event.remove(engine, "before_cursor_execute", record)
 
 
 def add_students(session: Session, count: int, course_ids: list[int]) -> list[int]:
