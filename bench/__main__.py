@@ -81,7 +81,7 @@ def main(argv: list[str]) -> int:
 
 def run(server: URL, args: argparse.Namespace) -> dict[str, Any]:
     with psycopg.connect(conninfo(server)) as conn:
-        version = str(conn.execute("SHOW server_version").fetchone()[0])  # type: ignore[index]
+        version = conn.info.parameter_status("server_version") or "unknown"
     w.log(f"PostgreSQL {version}; sizes {args.sizes}; {args.enrollments} enrollments for lookups/migrations")
     results: dict[str, Any] = {
         "meta": {
@@ -230,7 +230,7 @@ def lookups(url: URL, enrollments: int, repeat: int) -> dict[str, Any]:
         seq_s, _ = w.best_of(repeat, partial(w.lookup_all, engine, lookup, slow, forced=True))
         found[name] = {
             "plan": plan,
-            "index_only": plan[0].startswith("Index Only Scan") and "Heap Fetches: 0" in "\n".join(plan),
+            "index_only": w.only_index_only_scans(plan) and "Heap Fetches: 0" in "\n".join(plan),
             "index_ms": index_s / len(fast) * 1000,
             "seq_ms": seq_s / len(slow) * 1000,
         }
@@ -241,8 +241,8 @@ def lookups(url: URL, enrollments: int, repeat: int) -> dict[str, Any]:
     return found
 
 
-def at_size(rows: list[dict[str, Any]], size: int, key: str = "contender") -> dict[str, float]:
-    return {row[key]: row["seconds"] for row in rows if row["students"] == size}
+def at_size(rows: list[dict[str, Any]], size: int) -> dict[str, float]:
+    return {row["contender"]: row["seconds"] for row in rows if row["students"] == size}
 
 
 def targets(results: dict[str, Any], wanted: int) -> list[dict[str, Any]]:
@@ -301,6 +301,10 @@ def markdown(headers: list[str], rows: list[list[str]]) -> str:
     return "\n".join([*lines, *("| " + " | ".join(row) + " |" for row in rows)])
 
 
+def scan_line(plan: list[str]) -> str:
+    return next(line.strip(" ->").split("  (")[0] for line in plan if " Scan " in line)
+
+
 def report(results: dict[str, Any]) -> str:
     sections = []
     for key, floor, unit in (("roster", "raw join", "students"), ("bulk", "COPY", "pairs")):
@@ -323,7 +327,7 @@ def report(results: dict[str, Any]) -> str:
             f"{v['index_ms']:.3f}",
             f"{v['seq_ms']:.1f}",
             f"{v['seq_ms'] / v['index_ms']:.0f}x",
-            v["plan"][0],
+            scan_line(v["plan"]),
         ]
         for name, v in results["lookups"].items()
     ]

@@ -223,6 +223,12 @@ def statements(engine: Engine) -> Iterator[list[tuple[str, Any]]]:
 SEQUENTIAL_ONLY = ("enable_indexscan", "enable_indexonlyscan", "enable_bitmapscan")
 
 
+def only_index_only_scans(plan: list[str]) -> bool:
+    """True when every scan in the EXPLAIN output is an Index Only Scan, and there is one."""
+    scans = [line.strip(" ->") for line in plan if " Scan " in line]
+    return bool(scans) and all(scan.startswith("Index Only Scan") for scan in scans)
+
+
 def explain(session: Session, statement: str, parameters: Any) -> list[str]:
     plan = session.connection().exec_driver_sql(f"EXPLAIN (ANALYZE, BUFFERS) {statement}", parameters)
     return [str(line) for line in plan.scalars()]

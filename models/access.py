@@ -7,7 +7,8 @@
   through a server-side cursor, ``batch`` rows at a time, so memory stays bounded
   however many students there are.
 - ``student_ids_of`` / ``course_ids_of``: one side of the enrollments, read from an
-  index of ``student_course`` alone (an index-only scan), never from a join.
+  index of ``student_course`` alone (an index-only scan), never from a join, and
+  returned in one array.
 - ``enroll_many``: any number of pairs in one statement (``unnest`` of two arrays).
 - ``enroll`` / ``unenroll``: one pair, idempotent, True when something changed.
 
@@ -88,10 +89,12 @@ def other_side(session: Session, side: Column[int], row_id: int) -> list[int]:
     wanted = (
         student_course.c.course_id if side is student_course.c.student_id else student_course.c.student_id
     )
-    ids = list(session.scalars(select(wanted).where(side == row_id).order_by(wanted)))
-    if not ids:
+    # One row holding an array, not a row per id: once the index is read, rows are the cost.
+    ids = session.scalar(select(func.array_agg(aggregate_order_by(wanted, wanted))).where(side == row_id))
+    if ids is None:
         raise_unknown(session, **{side.name.replace("_id", "s"): [row_id]})
-    return ids
+        return []
+    return list(ids)
 
 
 ENROLL = text(
