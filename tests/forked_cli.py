@@ -1,7 +1,8 @@
 """Run this project's commands (`python -m alembic`, `python -m models`) as real processes, cheaply.
 
 A fresh interpreter spends ~1.5 s of CPU importing alembic and SQLAlchemy on the 2-core CI
-machine; the reliability tests start dozens of migrators, 8 at a time. Each process here is
+machine (with PYTHONDONTWRITEBYTECODE=1, as here, every import compiles); the reliability tests start
+dozens of migrators, 8 at a time. Each process here is
 forked from a multiprocessing forkserver that has imported them once, then runs the module
 exactly as ``python -m`` would: own pid, own environment, own database connection, own exit
 status, stdout and stderr, so it can be raced, killed and inspected like any CLI process.
@@ -9,6 +10,7 @@ status, stdout and stderr, so it can be raced, killed and inspected like any CLI
 
 from __future__ import annotations
 
+import itertools
 import multiprocessing
 import os
 import runpy
@@ -22,6 +24,7 @@ from conftest import ALEMBIC_INI, PROJECT, alembic_env
 from sqlalchemy import URL
 
 _context = multiprocessing.get_context("forkserver")
+_numbers = itertools.count()
 
 
 def _start_forkserver() -> None:
@@ -66,18 +69,13 @@ class Finished:
 
 class Running:
     def __init__(self, module: str, args: list[str], env: dict[str, str], workdir: Path) -> None:
-        self.out = workdir / f"{id(self)}.out"
-        self.err = workdir / f"{id(self)}.err"
+        number = next(_numbers)
+        self.out, self.err = workdir / f"{module}-{number}.out", workdir / f"{module}-{number}.err"
         _start_forkserver()  # not at import: the forkserver imports this module too
         self.process = _context.Process(
             target=_run_module, args=(module, args, env, str(self.out), str(self.err))
         )
         self.process.start()
-
-    @property
-    def pid(self) -> int:
-        assert self.process.pid is not None
-        return self.process.pid
 
     def kill(self) -> None:
         self.process.kill()
