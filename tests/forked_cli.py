@@ -1,11 +1,11 @@
 """Run this project's commands (`python -m alembic`, `python -m models`) as real processes, cheaply.
 
-A fresh interpreter spends ~1.5 s of CPU importing alembic and SQLAlchemy on the 2-core CI
-machine (with PYTHONDONTWRITEBYTECODE=1, as here, every import compiles); the reliability tests start
-dozens of migrators, 8 at a time. Each process here is
-forked from a multiprocessing forkserver that has imported them once, then runs the module
-exactly as ``python -m`` would: own pid, own environment, own database connection, own exit
-status, stdout and stderr, so it can be raced, killed and inspected like any CLI process.
+A fresh interpreter spends ~1.5 s of CPU importing alembic and SQLAlchemy on this 2-core
+machine (PYTHONDONTWRITEBYTECODE=1: every import compiles), and the reliability tests start
+dozens of migrators, 8 at a time. Each process here is forked from a multiprocessing
+forkserver that has imported them once, then runs the module exactly as ``python -m`` would:
+own pid, own environment, own database connection, own exit status, stdout and stderr, so it
+can be raced, killed and inspected like any CLI process.
 """
 
 from __future__ import annotations
