@@ -229,18 +229,25 @@ def only_index_only_scans(plan: list[str]) -> bool:
     return bool(scans) and all(scan.startswith("Index Only Scan") for scan in scans)
 
 
-def explain(session: Session, statement: str, parameters: Any) -> list[str]:
-    plan = session.connection().exec_driver_sql(f"EXPLAIN (ANALYZE, BUFFERS) {statement}", parameters)
-    return [str(line) for line in plan.scalars()]
+@contextmanager
+def planned(engine: Engine, forced: bool) -> Iterator[Session]:
+    """A session; `forced` prices index paths out of its plans, leaving sequential scans."""
+    with Session(engine) as session:
+        for setting in SEQUENTIAL_ONLY if forced else ():
+            session.connection().exec_driver_sql(f"SET LOCAL {setting} = off")
+        yield session
+
+
+def explain(engine: Engine, statement: str, parameters: Any, forced: bool) -> list[str]:
+    with planned(engine, forced) as session:
+        plan = session.connection().exec_driver_sql(f"EXPLAIN (ANALYZE, BUFFERS) {statement}", parameters)
+        return [str(line) for line in plan.scalars()]
 
 
 def lookup_all(
     engine: Engine, lookup: Callable[[Session, int], list[int]], ids: list[int], forced: bool
 ) -> None:
-    """Look every id up in one session; `forced` prices index paths out, leaving seq scans."""
-    with Session(engine) as session:
-        for setting in SEQUENTIAL_ONLY if forced else ():
-            session.connection().exec_driver_sql(f"SET LOCAL {setting} = off")
+    with planned(engine, forced) as session:
         for row_id in ids:
             lookup(session, row_id)
 

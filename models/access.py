@@ -19,7 +19,7 @@ ids, and changes nothing.
 from collections.abc import Iterable, Iterator, Sequence
 
 from psycopg.errors import ForeignKeyViolation
-from sqlalchemy import Column, delete, func, select, text
+from sqlalchemy import Column, Select, bindparam, delete, func, select, text
 from sqlalchemy.dialects.postgresql import aggregate_order_by
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, selectinload
@@ -74,27 +74,33 @@ def iter_roster(session: Session, batch: int = 1000) -> Iterator[tuple[str, Sequ
     yield from session.execute(ROSTER.execution_options(yield_per=batch))
 
 
+def ids_opposite(side: Column[int], wanted: Column[int]) -> Select[Sequence[int]]:
+    """`wanted` of the enrollments whose `side` is :id, ascending, as one array (NULL for none).
+
+    One row holding an array, not a row per id: once the index is read, rows are the cost.
+    """
+    return select(func.array_agg(aggregate_order_by(wanted, wanted))).where(side == bindparam("id"))
+
+
+# Built once: building a statement costs more than running it through an index.
+STUDENT_IDS_OF = ids_opposite(student_course.c.course_id, student_course.c.student_id)
+COURSE_IDS_OF = ids_opposite(student_course.c.student_id, student_course.c.course_id)
+
+
 def student_ids_of(session: Session, course_id: int) -> list[int]:
     """Ids of the students enrolled in the course, ascending; [] for a course nobody takes."""
-    return other_side(session, student_course.c.course_id, course_id)
+    ids = session.scalar(STUDENT_IDS_OF, {"id": course_id})
+    if ids is None:
+        raise_unknown(session, courses=[course_id])
+    return list(ids or ())
 
 
 def course_ids_of(session: Session, student_id: int) -> list[int]:
     """Ids of the student's courses, ascending; [] for a student in no course."""
-    return other_side(session, student_course.c.student_id, student_id)
-
-
-def other_side(session: Session, side: Column[int], row_id: int) -> list[int]:
-    """The ids enrolled opposite `row_id` on `side`; raises if nothing is and `row_id` is unknown."""
-    wanted = (
-        student_course.c.course_id if side is student_course.c.student_id else student_course.c.student_id
-    )
-    # One row holding an array, not a row per id: once the index is read, rows are the cost.
-    ids = session.scalar(select(func.array_agg(aggregate_order_by(wanted, wanted))).where(side == row_id))
+    ids = session.scalar(COURSE_IDS_OF, {"id": student_id})
     if ids is None:
-        raise_unknown(session, **{side.name.replace("_id", "s"): [row_id]})
-        return []
-    return list(ids)
+        raise_unknown(session, students=[student_id])
+    return list(ids or ())
 
 
 ENROLL = text(
