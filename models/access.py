@@ -13,7 +13,9 @@
 - ``enroll`` / ``unenroll``: one pair, idempotent, True when something changed.
 
 An id that names no row raises ``UnknownStudentError`` or ``UnknownCourseError``, naming the
-ids, and changes nothing.
+ids, and changes nothing. Nothing here commits: the caller does. The writes are SQL, not
+collection appends, so a ``Student`` the session already holds keeps its old ``courses``
+until it is expired (``session.expire(student)``) or the session commits.
 """
 
 from collections.abc import Iterable, Iterator, Sequence
