@@ -13,7 +13,7 @@ from sqlalchemy import create_engine
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session
 
-from models.access import roster
+from models.access import iter_roster, roster_text
 from models.database import DatabaseUrlError, database_url
 
 ALEMBIC_INI = Path(__file__).resolve().parent.parent / "alembic.ini"
@@ -24,10 +24,7 @@ def main() -> int:
         url = database_url()
         command.upgrade(Config(ALEMBIC_INI), "head")
         with Session(create_engine(url)) as session:
-            for student in roster(session):
-                print(f"Student: {student.name}")
-                for course in student.courses:
-                    print(f"  Course: {course.title}")
+            print(roster_text(iter_roster(session)), end="")
     except (CommandError, DatabaseUrlError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 1

@@ -76,6 +76,13 @@ def iter_roster(session: Session, batch: int = 1000) -> Iterator[tuple[str, Sequ
     yield from session.execute(ROSTER.execution_options(yield_per=batch))
 
 
+def roster_text(roster: Iterable[tuple[str, Sequence[str]]]) -> str:
+    """The roster as the seed tutorial prints it."""
+    return "".join(
+        f"Student: {name}\n" + "".join(f"  Course: {title}\n" for title in titles) for name, titles in roster
+    )
+
+
 def ids_opposite(side: Column[int], wanted: Column[int]) -> Select[Sequence[int]]:
     """`wanted` of the enrollments whose `side` is :id, ascending, as one array (NULL for none).
 

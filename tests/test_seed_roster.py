@@ -7,7 +7,7 @@ from conftest import PROJECT, MakeDatabase, alembic_config, run
 from sqlalchemy import URL, create_engine
 from sqlalchemy.orm import Session
 
-from models.access import roster
+from models.access import roster, roster_text
 
 # The output the tutorial documents for its demo.
 SEED_ROSTER = """\
@@ -20,11 +20,9 @@ Student: Bob
 
 
 def printed_roster(url: URL) -> str:
+    """The roster read back through the ORM objects, not the query the main job prints."""
     with Session(create_engine(url)) as session:
-        return "".join(
-            f"Student: {s.name}\n" + "".join(f"  Course: {c.title}\n" for c in s.courses)
-            for s in roster(session)
-        )
+        return roster_text((s.name, [c.title for c in s.courses]) for s in roster(session))
 
 
 def test_the_main_job_migrates_an_empty_database_and_prints_the_seed_roster(

@@ -83,11 +83,17 @@ def upgrade() -> None:
     op.execute(
         f"""
         WITH seed(name, title) AS (VALUES {values(*ENROLLMENTS)}),
+        -- One pass over each table finds every seed row's id, however many pairs there are.
+        student AS (
+            SELECT name, min(id) AS id FROM students WHERE name IN (SELECT name FROM seed) GROUP BY name
+        ),
+        course AS (
+            SELECT title, min(id) AS id FROM courses WHERE title IN (SELECT title FROM seed) GROUP BY title
+        ),
         inserted AS (
             INSERT INTO student_course (student_id, course_id)
-            SELECT (SELECT min(id) FROM students WHERE name = seed.name),
-                   (SELECT min(id) FROM courses WHERE title = seed.title)
-            FROM seed
+            SELECT student.id, course.id
+            FROM seed JOIN student USING (name) JOIN course USING (title)
             ON CONFLICT DO NOTHING
             RETURNING student_id, course_id
         )
