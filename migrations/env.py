@@ -41,6 +41,7 @@ from sqlalchemy import URL, Connection, create_engine, text
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.pool import NullPool
 
+from migrations.bookkeeping import MIGRATION_TABLES
 from models import Base
 from models.database import DatabaseUrlError, database_url
 
@@ -53,8 +54,6 @@ log = logging.getLogger("alembic.env")
 
 target_metadata = Base.metadata
 
-# Bookkeeping that belongs to the migrations, not to the models (see the seed revision).
-MIGRATION_TABLES = frozenset({"alembic_version", "alembic_seed_rows"})
 
 # One key for every migrator of this schema: the bytes of "migrate!" as a bigint.
 MIGRATION_LOCK_KEY = int.from_bytes(b"migrate!", "big")

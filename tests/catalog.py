@@ -7,7 +7,6 @@ check and its can-fail test cannot drift apart.
 
 from __future__ import annotations
 
-import ast
 import difflib
 from collections.abc import Collection, Iterable
 from pathlib import Path
@@ -17,20 +16,11 @@ from alembic.config import Config
 from sqlalchemy import URL, MetaData, create_engine, text
 from sqlalchemy.pool import NullPool
 
+from migrations.bookkeeping import MIGRATION_TABLES
+
 PROJECT = Path(__file__).resolve().parent.parent
 MIGRATIONS = PROJECT / "migrations"
 
-
-def migration_tables() -> frozenset[str]:
-    """env.py's MIGRATION_TABLES: env.py runs Alembic code on import, so read the literal."""
-    for node in ast.parse((MIGRATIONS / "env.py").read_text()).body:
-        if isinstance(node, ast.Assign) and ast.unparse(node.targets[0]) == "MIGRATION_TABLES":
-            assert isinstance(node.value, ast.Call)
-            return frozenset(ast.literal_eval(node.value.args[0]))
-    raise LookupError("migrations/env.py no longer defines MIGRATION_TABLES")
-
-
-MIGRATION_TABLES = migration_tables()
 
 # Each query yields one line per object; :excluded names tables left out with all they own.
 RELATIONS = """
