@@ -10,9 +10,7 @@ from __future__ import annotations
 import difflib
 from collections.abc import Collection, Iterable
 from pathlib import Path
-from typing import TextIO
 
-from alembic.config import Config
 from sqlalchemy import URL, MetaData, create_engine, text
 from sqlalchemy.pool import NullPool
 
@@ -115,13 +113,3 @@ def created_from(metadata: MetaData, url: URL) -> URL:
     metadata.create_all(engine)
     engine.dispose()
     return url
-
-
-def alembic_config(
-    url: URL, script_location: Path = MIGRATIONS, output_buffer: TextIO | None = None
-) -> Config:
-    """An in-process Alembic config against `url`; env.py connects to the Engine it is handed."""
-    config = Config(output_buffer=output_buffer)
-    config.set_main_option("script_location", str(script_location))
-    config.attributes["connection"] = create_engine(url, poolclass=NullPool)
-    return config

@@ -14,6 +14,7 @@ import uuid
 from argparse import Namespace
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import TextIO
 
 import psycopg
 import pytest
@@ -130,13 +131,18 @@ def alembic_engine(make_database: MakeDatabase) -> Iterator[Engine]:
     engine.dispose()
 
 
-def alembic_config(url: URL, *x_arguments: str) -> Config:
+def alembic_config(
+    url: URL, *x_arguments: str, script_location: Path | None = None, output_buffer: TextIO | None = None
+) -> Config:
     """An in-process Alembic config bound to `url` (faster than a subprocess).
 
     env.py treats the handed-in Engine as its own: it takes the migration lock and sets
-    the timeouts, as it does for a command-line run.
+    the timeouts, as it does for a command-line run. `script_location` points it at a
+    copy of migrations/; offline (--sql) output goes to `output_buffer`.
     """
-    config = Config(ALEMBIC_INI, cmd_opts=Namespace(x=list(x_arguments)))
+    config = Config(ALEMBIC_INI, output_buffer=output_buffer, cmd_opts=Namespace(x=list(x_arguments)))
+    if script_location is not None:
+        config.set_main_option("script_location", str(script_location))
     config.attributes["connection"] = create_engine(url, poolclass=NullPool)
     return config
 

@@ -6,7 +6,8 @@ from pathlib import Path
 
 import pytest
 from alembic import command
-from catalog import MIGRATIONS, alembic_config, created_from, models_vs_migrations
+from catalog import MIGRATIONS, created_from, models_vs_migrations
+from conftest import alembic_config
 from sqlalchemy import URL, Column, MetaData, String, Text
 
 from models import Base

@@ -12,7 +12,8 @@ import warnings
 
 import pytest
 from alembic import command
-from catalog import alembic_config, catalog, contents, difference
+from catalog import catalog, contents, difference
+from conftest import alembic_config
 from sqlalchemy import URL
 
 from models.database import conninfo

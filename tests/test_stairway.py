@@ -8,7 +8,8 @@ so a downgrade that forgets an index, a constraint or a seeded row fails.
 import pytest
 from alembic import command
 from alembic.script import ScriptDirectory
-from catalog import alembic_config, catalog, contents, difference
+from catalog import catalog, contents, difference
+from conftest import alembic_config
 
 pytestmark = pytest.mark.migrations
 
