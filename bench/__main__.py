@@ -26,8 +26,11 @@ from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session
 
 from bench import workload as w
-from models.access import course_ids_of, student_ids_of
-from models.database import DatabaseUrlError, conninfo
+from migrations.bookkeeping import SCHEMA_REVISION
+from migrations.database.messages import first_line
+from migrations.database.scratch import ensure_server_url, scratch_database
+from migrations.database.url import DatabaseUrlError, conninfo
+from models.queries import course_ids_of, student_ids_of
 
 HERE = Path(__file__).resolve().parent
 ORM_ROSTER, ROSTER = "roster() selectinload", "iter_roster() aggregated"
@@ -69,14 +72,13 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
 def main(argv: list[str]) -> int:
     args = parse_args(argv)
     try:
-        server = w.server_url()
+        server = ensure_server_url()
         results = run(server, args)
     except (DatabaseUrlError, CommandError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 1
     except (DBAPIError, psycopg.Error) as error:
-        orig = getattr(error, "orig", error)
-        print(f"error: {str(orig).strip().splitlines()[0]}", file=sys.stderr)
+        print(f"error: {first_line(getattr(error, 'orig', error))}", file=sys.stderr)
         return 1
     args.output.mkdir(parents=True, exist_ok=True)
     (args.output / "results.json").write_text(json.dumps(results, indent=2) + "\n")
@@ -106,11 +108,11 @@ def run(server: URL, args: argparse.Namespace) -> dict[str, Any]:
         "memory": [],
     }
     for size in args.sizes:
-        with w.fresh_database(server) as url:
+        with scratch_database(server, prefix="bench") as url:
             per_size(url, size, args, results)
-    with w.fresh_database(server) as url:
+    with scratch_database(server, prefix="bench") as url:
         results["migrations"] = migrations_on_empty(url, args.repeat)
-    with w.fresh_database(server) as url:
+    with scratch_database(server, prefix="bench") as url:
         results["migrations"].update(data_migration(url, args.enrollments))
         results["lookups"] = lookups(url, args.enrollments, args.repeat)
     results["targets"] = targets(results, args.target_size)
@@ -196,7 +198,7 @@ def load_enrollments(url: URL, enrollments: int) -> None:
 
 def data_migration(url: URL, enrollments: int) -> dict[str, Any]:
     w.log(f"data migration with {enrollments} user enrollments: loading")
-    w.migrate(url, "upgrade", w.SCHEMA_REVISION)
+    w.migrate(url, "upgrade", SCHEMA_REVISION)
     load_enrollments(url, enrollments)
     with psycopg.connect(conninfo(url)) as conn:
         count_seconds, _ = w.best_of(
@@ -205,7 +207,7 @@ def data_migration(url: URL, enrollments: int) -> dict[str, Any]:
     before = w.scan_counters(url)
     up = w.migrate(url, "upgrade", "head")
     middle = w.scan_counters(url)
-    down = w.migrate(url, "downgrade", w.SCHEMA_REVISION)
+    down = w.migrate(url, "downgrade", SCHEMA_REVISION)
     after = w.scan_counters(url)
     assert w.count_enrollments(url) == enrollments, "the data migration changed user enrollments"
     w.log(f"  seed up {up:.3f} s, down {down:.3f} s; count(*) of student_course {count_seconds:.3f} s")

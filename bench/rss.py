@@ -7,14 +7,15 @@ forked us; /proc/self/status's VmHWM is this process's own, and clear_refs reset
 """
 
 import json
+import os
 import sys
 from pathlib import Path
 
 from sqlalchemy import create_engine, text
 from sqlalchemy.orm import Session
 
-from models.access import iter_roster, roster
-from models.database import database_url
+from migrations.database.url import ENV_VAR, parse_database_url
+from models.queries import iter_roster, roster
 
 
 def status_kib(field: str) -> int:
@@ -25,7 +26,7 @@ def status_kib(field: str) -> int:
 
 
 def main(mode: str) -> None:
-    with Session(create_engine(database_url())) as session:
+    with Session(create_engine(parse_database_url(os.environ[ENV_VAR]))) as session:
         session.execute(text("SELECT 1"))
         Path("/proc/self/clear_refs").write_text("5")  # the peak starts again from here
         before = status_kib("VmRSS")

@@ -1,30 +1,24 @@
-"""Databases the benchmark creates and drops, the data it loads, and the contenders it times."""
+"""The data the benchmark loads, and the contenders it times."""
 
 from __future__ import annotations
 
-import os
 import sys
 import time
-import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from itertools import groupby
-from pathlib import Path
 from typing import Any, TypeVar
 
 import psycopg
 from alembic import command
-from alembic.config import Config
-from sqlalchemy import URL, Engine, create_engine, event
+from sqlalchemy import URL, Engine, event
 from sqlalchemy.orm import Session
-from sqlalchemy.pool import NullPool
 
+from migrations.database.scratch import admin, alembic_config
+from migrations.database.url import conninfo
 from models import Course, Student
-from models.access import enroll_many, iter_roster, roster
-from models.database import conninfo, database_url, embedded_server_url
+from models.queries import enroll_many, iter_roster, roster
 
-ALEMBIC_INI = Path(__file__).resolve().parent.parent / "alembic.ini"
-SCHEMA_REVISION = "e80b7d113562"  # the tables, before the seed data migration
 COURSES_PER_STUDENT = 5
 STARTED = time.perf_counter()
 
@@ -37,38 +31,12 @@ def log(message: str) -> None:
     print(f"[{time.perf_counter() - STARTED:7.1f}s] {message}", file=sys.stderr, flush=True)
 
 
-def server_url() -> URL:
-    """A database to connect to in order to create ours: DATABASE_URL's, or the embedded server's."""
-    return database_url() if "DATABASE_URL" in os.environ else embedded_server_url("postgres")
-
-
-def admin(url: URL) -> psycopg.Connection[Any]:
-    return psycopg.connect(conninfo(url), autocommit=True)
-
-
-@contextmanager
-def fresh_database(server: URL) -> Iterator[URL]:
-    """A new, empty database on the server, dropped at the end whatever happens."""
-    name = f"bench_{uuid.uuid4().hex[:12]}"
-    with admin(server) as conn:
-        conn.execute(f'CREATE DATABASE "{name}"')
-    try:
-        yield server.set(database=name)
-    finally:
-        with admin(server) as conn:
-            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-
-
 def migrate(url: URL, direction: str, revision: str) -> float:
     """Run ``alembic upgrade|downgrade revision`` on url, in process; return its seconds."""
-    config = Config(ALEMBIC_INI)
-    engine = create_engine(url, poolclass=NullPool)
-    config.attributes["connection"] = engine
+    config = alembic_config(url)
     start = time.perf_counter()
     getattr(command, direction)(config, revision)
-    elapsed = time.perf_counter() - start
-    engine.dispose()
-    return elapsed
+    return time.perf_counter() - start
 
 
 def courses_for(students: int) -> int:
@@ -223,7 +191,7 @@ def statements(engine: Engine) -> Iterator[list[tuple[str, Any]]]:
 SEQUENTIAL_ONLY = ("enable_indexscan", "enable_indexonlyscan", "enable_bitmapscan")
 
 
-def only_index_only_scans(plan: list[str]) -> bool:
+def only_index_only_scans(plan: Sequence[str]) -> bool:
     """True when every scan in the EXPLAIN output is an Index Only Scan, and there is one."""
     scans = [line.strip(" ->") for line in plan if " Scan " in line]
     return bool(scans) and all(scan.startswith("Index Only Scan") for scan in scans)

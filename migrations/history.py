@@ -27,7 +27,8 @@ from alembic.config import Config
 from alembic.script import Script, ScriptDirectory
 from alembic.util import CommandError
 
-SCRIPT_LOCATION = Path(__file__).resolve().parent
+from migrations import SCRIPT_LOCATION
+
 MANIFEST = "history.sum"
 UPDATE = "uv run python -m migrations.history update"
 HEADER = (

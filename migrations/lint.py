@@ -21,7 +21,8 @@ from alembic import command
 from alembic.config import Config
 from alembic.script import Script
 
-from migrations.history import SCRIPT_LOCATION, scripts
+from migrations import SCRIPT_LOCATION
+from migrations.history import scripts
 
 SQUAWK_CONFIG = SCRIPT_LOCATION.parent / ".squawk.toml"
 # alembic creates its own table, the same in every project, before the first revision; its

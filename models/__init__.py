@@ -1,13 +1,16 @@
 """Students and courses, joined many-to-many through the ``student_course`` table.
 
-Import everything from here: ``from models import Base, Student, Course, student_course``.
-Importing the package registers every table on ``Base.metadata``, which is what
-Alembic's autogenerate compares against the database.
+``metadata`` is the schema: every table, what Alembic's autogenerate compares with the
+database and what ``create_all`` would build. Importing this package registers every table
+on it. A new mapped class subclasses ``models.base.Base``; the queries over the tables are in
+``models.queries``.
 """
 
-from models.base import Base, metadata
+from models import base
 from models.courses import Course
 from models.student_course import student_course
 from models.students import Student
 
-__all__ = ["Base", "Course", "Student", "metadata", "student_course"]
+metadata = base.Base.metadata
+
+__all__ = ["Course", "Student", "metadata", "student_course"]

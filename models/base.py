@@ -15,8 +15,6 @@ NAMING_CONVENTION = {
     "pk": "pk_%(table_name)s",
 }
 
-metadata = MetaData(naming_convention=NAMING_CONVENTION)
-
 
 class Base(DeclarativeBase):
-    metadata = metadata
+    metadata = MetaData(naming_convention=NAMING_CONVENTION)

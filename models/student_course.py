@@ -10,11 +10,11 @@ course removes its enrollments whoever issues the DELETE.
 
 from sqlalchemy import BigInteger, Column, ForeignKey, Index, Table
 
-from models.base import metadata
+from models.base import Base
 
 student_course = Table(
     "student_course",
-    metadata,
+    Base.metadata,
     Column(
         "student_id",
         BigInteger,

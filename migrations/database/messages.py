@@ -1,0 +1,10 @@
+"""What a user reads when something fails: one line, never a password."""
+
+from __future__ import annotations
+
+
+def first_line(error: BaseException | None) -> str:
+    """The first line of a database error: the server's primary message when there is one."""
+    diag = getattr(error, "diag", None)
+    message = getattr(diag, "message_primary", None) or str(error)
+    return message.strip().splitlines()[0] if message.strip() else type(error).__name__

@@ -1,0 +1,1 @@
+"""What tests share that is not a fixture: commands to run, snapshots to compare, copies to break."""
