@@ -25,6 +25,7 @@ from dataclasses import dataclass
 from logging.config import fileConfig
 from typing import Any, Protocol, TypeVar, runtime_checkable
 
+import psycopg
 from alembic import context
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext, RevisionStep, StampStep
@@ -303,7 +304,16 @@ def connect(handed_in: object) -> Iterator[Connection]:
             connection = stack.enter_context(handed_in.connect())
         except DBAPIError as error:
             raise CommandError(f"cannot connect to {where}: {first_line(error.orig)}") from None
+        driver = connection.connection.driver_connection
+        if isinstance(driver, psycopg.Connection):
+            driver.add_notice_handler(log_notice)
         yield connection
+
+
+def log_notice(notice: psycopg.errors.Diagnostic) -> None:
+    """What a migration says as it goes (RAISE NOTICE / WARNING), on stderr like Alembic's own log."""
+    level = logging.WARNING if notice.severity_nonlocalized == "WARNING" else logging.INFO
+    log.log(level, "%s", notice.message_primary)
 
 
 def plan(connection: Connection, settings: Settings) -> Session:
