@@ -28,6 +28,7 @@ from sqlalchemy import Connection, Engine, create_engine, text
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.pool import NullPool
 
+from migrations import replicas
 from migrations.bookkeeping import MIGRATION_LOCK_KEY, MIGRATION_TABLES
 from migrations.database import ensure_database_url
 from migrations.database.messages import first_line
@@ -134,6 +135,7 @@ def session(config: Config) -> Iterator[Session]:
     (DATABASE_URL or the embedded server), is connected here, and closed, so unlocked, at the end.
     """
     settings = Settings.from_environment()
+    replica_wait = replica_wait_from_environment()
     handed_in = config.attributes.get("connection")
     with readable_errors(settings):
         if isinstance(handed_in, Connection):
@@ -147,7 +149,9 @@ def session(config: Config) -> Iterator[Session]:
                 connection.execute(
                     text("SELECT set_config(:name, :value, false)"), {"name": name, "value": value}
                 )
-            yield plan(connection, settings)
+            planned = plan(connection, settings)
+            with replicas.waiting_for_standbys(connection, replica_wait):
+                yield planned
 
 
 @contextmanager
@@ -182,6 +186,8 @@ def plan(connection: Connection, settings: Settings) -> Session:
     planning = context.get_context()
     started_at = planning.get_current_heads()
     steps = planned_steps(planning, started_at)
+    if steps is not None:
+        refuse_a_standby(connection)
     acquire_migration_lock(connection, settings.lock_wait)
     now = planning.get_current_heads()
     if steps is not None and now != started_at:
@@ -212,6 +218,21 @@ def planned_steps(planning: MigrationContext, heads: tuple[str, ...]) -> list[St
         return None
     steps_from: Callable[[tuple[str, ...], MigrationContext], Sequence[Step]] = planning.opts["fn"]
     return list(steps_from(heads, planning))
+
+
+def refuse_a_standby(connection: Connection) -> None:
+    """A command that migrates runs on the primary. On a standby, its first write would fail, and
+    with nothing to do it would report success for a server it can never change."""
+    if connection.execute(text("SELECT pg_is_in_recovery()")).scalar_one():
+        raise CommandError(f"{replicas.STANDBY_REFUSAL}; nothing was changed")
+
+
+def replica_wait_from_environment() -> replicas.ReplicaWait:
+    """MIGRATION_WAIT_FOR_REPLICAS=<seconds> (default 0: no wait), MIGRATION_REPLICA_LAG_FAILS=true|false."""
+    fails = os.environ.get("MIGRATION_REPLICA_LAG_FAILS", "false").strip().lower()
+    if fails not in ("true", "false"):
+        raise CommandError(f"MIGRATION_REPLICA_LAG_FAILS={fails!r} is neither true nor false")
+    return replicas.ReplicaWait(seconds("MIGRATION_WAIT_FOR_REPLICAS", "0"), fails == "true")
 
 
 def end_of(steps: Sequence[Step], heads: tuple[str, ...]) -> tuple[str, ...]:
@@ -254,6 +275,12 @@ def readable_errors(settings: Settings) -> Iterator[None]:
             raise CommandError(
                 f"a migration statement ran longer than statement_timeout ({settings.statement_timeout}) "
                 "and was cancelled; the database stays at its revision. Raise MIGRATION_STATEMENT_TIMEOUT"
+            ) from None
+        if sqlstate == "25006":
+            raise CommandError(
+                f"the database refused a write, it is read-only ({first_line(error.orig)}): "
+                f"{replicas.STANDBY_REFUSAL} (or, on the primary, turn default_transaction_read_only "
+                "off); nothing was committed for it"
             ) from None
         raise CommandError(
             f"migration failed, nothing was committed for it: {first_line(error.orig)}"
