@@ -263,7 +263,7 @@ def judge(report: LagReport, wait: ReplicaWait, warned: set[str]) -> None:
 def relations(connection: Connection) -> dict[int, str]:
     """Every relation of the current database, by oid: what existed when the transaction began."""
     rows = connection.execute(text("SELECT oid::bigint, oid::regclass::text FROM pg_class"))
-    return {oid: name for oid, name in rows.tuples()}
+    return {oid: name for oid, name in rows}
 
 
 def access_exclusive_locks(connection: Connection, before: Mapping[int, str]) -> list[str]:

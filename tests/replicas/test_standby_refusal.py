@@ -25,7 +25,7 @@ REFUSAL = (
 )
 # Where the primary is, and the commands that would migrate from there; at head, an upgrade
 # with nothing to do, which would otherwise report success, and the main job, which runs one.
-MIGRATING_COMMANDS = {
+MIGRATING_COMMANDS: dict[str, list[tuple[str, ...]]] = {
     SCHEMA_REVISION: [
         ("alembic", "upgrade", "head"),
         ("alembic", "downgrade", "base"),
