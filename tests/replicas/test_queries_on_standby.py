@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
 from alembic import command
 from psycopg.errors import ReadOnlySqlTransaction
@@ -21,7 +23,10 @@ from models.queries import (
     roster,
     student_ids_of,
 )
+from tests.helpers.commands import PROJECT
 from tests.helpers.replication import Replicated
+
+README = (PROJECT / "README.md").read_text()
 
 
 def replica_engine(url: URL) -> Engine:
@@ -70,3 +75,24 @@ def test_roster_and_lookups_read_on_the_standby_what_the_primary_holds(replicate
             enroll(session, students[0], courses[0])
         assert isinstance(refused.value.orig, ReadOnlySqlTransaction)
         read_only.dispose()
+
+
+def test_the_readmes_routing_example_reads_from_the_standby_and_writes_to_the_primary(
+    replicated: Replicated, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    command.upgrade(alembic_config(replicated.primary), "head")
+    replicated.cluster.wait_for_replay()
+    section = README.split("### Reading from a replica", 1)[1]
+    example = re.search(r"```python\n(.*?)```", section, re.DOTALL)
+    assert example, "the README's Replicas section has no Python example"
+    monkeypatch.setenv("DATABASE_URL", replicated.primary.render_as_string(hide_password=False))
+    monkeypatch.setenv("REPLICA_URL", replicated.standby.render_as_string(hide_password=False))
+
+    namespace: dict[str, object] = {}
+    exec(example.group(1), namespace)
+
+    primary = create_engine(replicated.primary, poolclass=NullPool)
+    with Session(primary) as session:
+        assert namespace["enrolled"] == student_ids_of(session, 1)
+        assert 1 in student_ids_of(session, 2)  # its write reached the primary
+    primary.dispose()
