@@ -122,8 +122,9 @@ class LagReport:
                 f"{s.name} ({s.state}) is {s.bytes_behind} bytes behind, at {s.replay_lsn}"
                 for s in self.behind
             )
-        names = ", ".join(s.name for s in self.standbys) or "no standby is streaming"
-        return f"{names}: replayed {self.lsn} in {self.waited:.3f}s"
+        if not self.standbys:
+            return "no standby streams from this server"
+        return f"{', '.join(s.name for s in self.standbys)} replayed {self.lsn} in {self.waited:.3f}s"
 
 
 Primary = Connection | Engine | URL | str

@@ -117,6 +117,7 @@ class Session:
     connection: Connection
     one_transaction: bool = False
     moved_by_another_migrator: bool = False
+    migrates: bool = False  # upgrade, downgrade, stamp; not current or check
 
 
 @runtime_checkable
@@ -150,7 +151,8 @@ def session(config: Config) -> Iterator[Session]:
                     text("SELECT set_config(:name, :value, false)"), {"name": name, "value": value}
                 )
             planned = plan(connection, settings)
-            with replicas.waiting_for_standbys(connection, replica_wait):
+            wait = replica_wait if planned.migrates else replicas.ReplicaWait()
+            with replicas.waiting_for_standbys(connection, wait):
                 yield planned
 
 
@@ -206,7 +208,7 @@ def plan(connection: Connection, settings: Settings) -> Session:
         steps = now_steps
     connection.commit()  # ends only the transaction the reads above began; the lock is the session's
     downgrading = any(not step.is_upgrade for step in steps or [])
-    return Session(connection, one_transaction=downgrading)
+    return Session(connection, one_transaction=downgrading, migrates=steps is not None)
 
 
 def planned_steps(planning: MigrationContext, heads: tuple[str, ...]) -> list[Step] | None:
@@ -229,10 +231,10 @@ def refuse_a_standby(connection: Connection) -> None:
 
 def replica_wait_from_environment() -> replicas.ReplicaWait:
     """MIGRATION_WAIT_FOR_REPLICAS=<seconds> (default 0: no wait), MIGRATION_REPLICA_LAG_FAILS=true|false."""
-    fails = os.environ.get("MIGRATION_REPLICA_LAG_FAILS", "false").strip().lower()
-    if fails not in ("true", "false"):
+    fails = os.environ.get("MIGRATION_REPLICA_LAG_FAILS", "false")
+    if fails.strip().lower() not in ("true", "false"):
         raise CommandError(f"MIGRATION_REPLICA_LAG_FAILS={fails!r} is neither true nor false")
-    return replicas.ReplicaWait(seconds("MIGRATION_WAIT_FOR_REPLICAS", "0"), fails == "true")
+    return replicas.ReplicaWait(seconds("MIGRATION_WAIT_FOR_REPLICAS", "0"), fails.strip().lower() == "true")
 
 
 def end_of(steps: Sequence[Step], heads: tuple[str, ...]) -> tuple[str, ...]:

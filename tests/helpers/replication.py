@@ -43,6 +43,7 @@ from pathlib import Path
 from typing import Any
 
 import psycopg
+import pytest
 from sqlalchemy import URL
 
 SUPERUSER = "postgres"
@@ -81,7 +82,8 @@ class Install:
         return str(self.bindir / name)
 
 
-def installed_postgres() -> list[Install]:
+@functools.cache
+def installed_postgres() -> tuple[Install, ...]:
     """The embedded wheel's PostgreSQL (what the embedded default runs), then every other one
     Debian's packages installed (/usr/lib/postgresql/*/bin), newest first; those we support."""
     with warnings.catch_warnings():
@@ -94,7 +96,11 @@ def installed_postgres() -> list[Install]:
         for bindir in bindirs
         if all((bindir / tool).exists() for tool in ("postgres", "initdb", "pg_basebackup"))
     ]
-    return [install for install in installs if install.major >= OLDEST_SUPPORTED]
+    return tuple(install for install in installs if install.major >= OLDEST_SUPPORTED)
+
+
+def install_id(install: Install) -> str:
+    return f"pg{install.major}"
 
 
 def version_of(bindir: Path) -> str:
@@ -454,3 +460,10 @@ def create_replicated_database(cluster: Cluster, name: str) -> Replicated:
 def drop_replicated_database(cluster: Cluster, name: str) -> None:
     with cluster.primary.connect() as primary:
         primary.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+# For a test of our code rather than of PostgreSQL's (a refusal, a message): the embedded
+# default's PostgreSQL only, not every installed one.
+embedded_postgres_only = pytest.mark.parametrize(
+    "cluster", installed_postgres()[:1], indirect=True, ids=install_id
+)

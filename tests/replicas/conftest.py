@@ -2,7 +2,8 @@
 
 One cluster per PostgreSQL installation for the whole run (pytest runs every test of one
 installation, then stops its cluster and starts the next); each test gets databases of its
-own on it, and standbys of its own when it stops, pauses or reconfigures one.
+own on it, and standbys of its own when it stops, pauses or reconfigures one. A test marked
+``embedded_postgres_only`` runs on the embedded default's PostgreSQL alone.
 """
 
 from __future__ import annotations
@@ -18,15 +19,14 @@ from tests.helpers.replication import (
     Server,
     create_replicated_database,
     drop_replicated_database,
+    install_id,
     installed_postgres,
     running_cluster,
 )
 from tests.helpers.types import AddStandby, MakeReplicated
 
-INSTALLS = installed_postgres()
 
-
-@pytest.fixture(scope="session", params=INSTALLS, ids=[f"pg{install.major}" for install in INSTALLS])
+@pytest.fixture(scope="session", params=installed_postgres(), ids=install_id)
 def cluster(request: pytest.FixtureRequest) -> Iterator[Cluster]:
     """A primary and one hot standby streaming from it; stopped and deleted at the end, whatever happens."""
     with running_cluster(request.param) as cluster:

@@ -14,8 +14,15 @@ from sqlalchemy import URL
 
 from migrations.database.url import conninfo
 from tests.helpers.forked_cli import start_module
-from tests.helpers.replication import Cluster, Replicated, processes_in, start_cluster, sweep_stale
-from tests.replicas.conftest import INSTALLS
+from tests.helpers.replication import (
+    Cluster,
+    Replicated,
+    install_id,
+    installed_postgres,
+    processes_in,
+    start_cluster,
+    sweep_stale,
+)
 
 
 def test_the_standby_is_a_read_only_hot_standby_streaming_the_primarys_writes(
@@ -56,7 +63,7 @@ def test_a_failing_and_an_interrupted_test_leave_no_server_and_no_directory_behi
     (tmp_path / "pytest.ini").touch()  # not the project's: none of its options
     inner = start_module(
         "pytest", str(tmp_path / "test_inner.py"), "-c", str(tmp_path / "pytest.ini"),
-        "-p", "tests.replicas.conftest", "-k", f"pg{INSTALLS[0].major}", "-p", "no:cacheprovider",
+        "-p", "tests.replicas.conftest", "-k", install_id(installed_postgres()[0]), "-p", "no:cacheprovider",
         url=URL.create("postgresql"), workdir=tmp_path,
     ).finish()  # fmt: skip
 
@@ -69,7 +76,7 @@ def test_a_failing_and_an_interrupted_test_leave_no_server_and_no_directory_behi
 
 
 def start_cluster_and_wait(report: Connection) -> None:
-    cluster = start_cluster(INSTALLS[0])
+    cluster = start_cluster(installed_postgres()[0])
     report.send(cluster.directory)
     time.sleep(600)
 

@@ -16,7 +16,7 @@ from migrations.database.scratch import alembic_config
 from migrations.database.url import conninfo
 from migrations.runner import Settings, readable_errors
 from tests.helpers.forked_cli import Finished, Running, run_alembic, start_alembic, start_module
-from tests.helpers.replication import Replicated
+from tests.helpers.replication import Replicated, embedded_postgres_only
 from tests.helpers.snapshots import snapshot, versions
 
 REFUSAL = (
@@ -48,6 +48,7 @@ def assert_refused(result: Finished, command: tuple[str, ...]) -> None:
     assert result.message in ([REFUSAL], [REFUSAL.replace("FAILED:", "error:")]), (command, result.output)
 
 
+@embedded_postgres_only
 def test_upgrade_downgrade_stamp_and_a_no_op_upgrade_refuse_on_a_standby_and_change_nothing(
     replicated: Replicated, tmp_path: Path
 ) -> None:
@@ -66,6 +67,7 @@ def test_upgrade_downgrade_stamp_and_a_no_op_upgrade_refuse_on_a_standby_and_cha
         assert snapshot(replicated.standby) == on_standby
 
 
+@embedded_postgres_only
 def test_current_history_and_check_work_on_a_standby(replicated: Replicated, tmp_path: Path) -> None:
     command.upgrade(alembic_config(replicated.primary), "head")
     replicated.cluster.wait_for_replay()
@@ -85,6 +87,7 @@ def test_current_history_and_check_work_on_a_standby(replicated: Replicated, tmp
     assert "No new upgrade operations detected." in check.output
 
 
+@embedded_postgres_only
 def test_a_write_refused_as_read_only_names_the_standby_and_the_primary(
     replicated: Replicated, tmp_path: Path
 ) -> None:
