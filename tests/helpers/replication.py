@@ -235,18 +235,20 @@ class Server:
         return self.log.read_text(errors="replace")[-2000:] if self.log.exists() else "(no log)"
 
     def stop(self, grace: float = 10) -> None:
-        """Immediate shutdown (SIGQUIT, as ``pg_ctl stop -m immediate``), then SIGKILL to whatever
-        of its process group is left. Safe to call twice."""
+        """Immediate shutdown (SIGQUIT, as ``pg_ctl stop -m immediate``: the postmaster ends its
+        processes, then itself); SIGKILL to its whole process group if it is still there after
+        `grace` seconds. Safe to call twice."""
         if self.process is None:
             return
         with contextlib.suppress(ProcessLookupError):
             os.kill(self.process.pid, signal.SIGQUIT)
-        with contextlib.suppress(subprocess.TimeoutExpired):
+        try:
             self.process.wait(grace)
-        # The group outlives its leader until its last member exits, so this cannot hit a stranger.
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.killpg(self.process.pid, signal.SIGKILL)
-        self.process.wait()
+        except subprocess.TimeoutExpired:
+            # Not reaped yet, so the group is still the postmaster's: this cannot hit a stranger.
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(self.process.pid, signal.SIGKILL)
+            self.process.wait()
         self.process = None
 
 
