@@ -34,6 +34,7 @@ from sqlalchemy import Connection, Engine, create_engine, text
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.pool import NullPool
 
+from migrations import replicas
 from migrations.bookkeeping import MIGRATION_LOCK_KEY, MIGRATION_TABLES
 from migrations.database import ensure_database_url
 from migrations.database.messages import first_line
@@ -271,6 +272,7 @@ def session(config: Config) -> Iterator[Session]:
     (DATABASE_URL or the embedded server), is connected here, and closed, so unlocked, at the end.
     """
     settings = Settings.from_environment()
+    replica_wait = replica_wait_from_environment()
     handed_in = config.attributes.get("connection")
     with readable_errors(settings):
         if isinstance(handed_in, Connection):
@@ -283,7 +285,10 @@ def session(config: Config) -> Iterator[Session]:
                 yield Session(connection, settings)
                 return
             apply_timeouts(connection, settings)
-            yield plan(connection, settings)
+            planned = plan(connection, settings)
+            wait = replica_wait if planned.planned is not None else replicas.ReplicaWait()
+            with replicas.waiting_for_standbys(connection, wait):
+                yield planned
 
 
 @contextmanager
@@ -327,6 +332,8 @@ def plan(connection: Connection, settings: Settings) -> Session:
     planning = context.get_context()
     started_at = planning.get_current_heads()
     steps = planned_steps(planning, started_at)
+    if steps is not None:
+        refuse_a_standby(connection)
     # No transaction stays open while waiting: a concurrent index build by the migrator that holds
     # the lock waits for every open transaction in the database to end, ours included.
     connection.commit()
@@ -360,6 +367,21 @@ def planned_steps(planning: MigrationContext, heads: tuple[str, ...]) -> list[St
         return None
     steps_from: Callable[[tuple[str, ...], MigrationContext], Sequence[Step]] = planning.opts["fn"]
     return list(steps_from(heads, planning))
+
+
+def refuse_a_standby(connection: Connection) -> None:
+    """A command that migrates runs on the primary. On a standby, its first write would fail, and
+    with nothing to do it would report success for a server it can never change."""
+    if connection.execute(text("SELECT pg_is_in_recovery()")).scalar_one():
+        raise CommandError(f"{replicas.STANDBY_REFUSAL}; nothing was changed")
+
+
+def replica_wait_from_environment() -> replicas.ReplicaWait:
+    """MIGRATION_WAIT_FOR_REPLICAS=<seconds> (default 0: no wait), MIGRATION_REPLICA_LAG_FAILS=true|false."""
+    fails = os.environ.get("MIGRATION_REPLICA_LAG_FAILS", "false")
+    if fails.strip().lower() not in ("true", "false"):
+        raise CommandError(f"MIGRATION_REPLICA_LAG_FAILS={fails!r} is neither true nor false")
+    return replicas.ReplicaWait(seconds("MIGRATION_WAIT_FOR_REPLICAS", "0"), fails.strip().lower() == "true")
 
 
 def end_of(steps: Sequence[Step], heads: tuple[str, ...]) -> tuple[str, ...]:
@@ -463,6 +485,12 @@ def readable_errors(settings: Settings) -> Iterator[None]:
             raise CommandError(
                 f"a migration statement ran longer than statement_timeout ({settings.statement_timeout}) "
                 "and was cancelled; the database stays at its revision. Raise MIGRATION_STATEMENT_TIMEOUT"
+            ) from None
+        if sqlstate == "25006":
+            raise CommandError(
+                f"the database refused a write, it is read-only ({first_line(error.orig)}): "
+                f"{replicas.STANDBY_REFUSAL} (or, on the primary, turn default_transaction_read_only "
+                "off); nothing was committed for it"
             ) from None
         raise CommandError(
             f"migration failed, nothing was committed for it: {first_line(error.orig)}"
