@@ -210,7 +210,7 @@ class Session:
         """
         assert self.planned is not None
         now = MigrationContext.configure(self.connection).get_current_heads()
-        self.connection.commit()
+        self.connection.rollback()  # a read: no commit for the replica wait to wait for
         remaining = next(
             (self.planned[index:] for index, step in enumerate(self.planned) if step.from_revisions == now),
             [],
