@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from logging.config import fileConfig
 from typing import Any, Protocol, runtime_checkable
 
+import psycopg
 from alembic import context
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext, RevisionStep, StampStep
@@ -168,7 +169,34 @@ def connect(handed_in: object) -> Iterator[Connection]:
             connection = stack.enter_context(handed_in.connect())
         except DBAPIError as error:
             raise CommandError(f"cannot connect to {where}: {first_line(error.orig)}") from None
+        stack.enter_context(server_messages_logged(connection))
         yield connection
+
+
+# A revision's RAISE NOTICE or WARNING, at the level Python's logging calls it.
+SERVER_MESSAGE_LEVELS = {"WARNING": logging.WARNING, "NOTICE": logging.INFO, "INFO": logging.INFO}
+
+
+@contextmanager
+def server_messages_logged(connection: Connection) -> Iterator[None]:
+    """Log what the server says along the way, as psql prints it, instead of dropping it (psycopg's default).
+
+    A revision that keeps rows it cannot be sure are its own says so in a WARNING.
+    """
+    driver = connection.connection.driver_connection
+    if not isinstance(driver, psycopg.Connection):
+        yield
+        return
+    driver.add_notice_handler(log_server_message)
+    try:
+        yield
+    finally:
+        driver.remove_notice_handler(log_server_message)
+
+
+def log_server_message(diagnostic: psycopg.errors.Diagnostic) -> None:
+    level = SERVER_MESSAGE_LEVELS.get(diagnostic.severity_nonlocalized or "", logging.DEBUG)
+    log.log(level, "%s", diagnostic.message_primary)
 
 
 def plan(connection: Connection, settings: Settings) -> Session:
