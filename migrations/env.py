@@ -22,6 +22,8 @@
   instead of holding them until ``statement_timeout``.
 - Offline (``--sql``) scripts set the same timeouts and take the same advisory lock.
 - Errors reach the user as one ``FAILED:`` line, never with a password in it.
+- An unknown ``-x`` key or value is refused, so that a typo never passes for a safety switch
+  (``-x allow_data_loss=yes`` is not ``true``); ``-x url=`` is for offline scripts only.
 """
 
 from __future__ import annotations
@@ -33,6 +35,7 @@ from models import metadata
 
 config = context.config
 runner.configure_logging(config)
+runner.check_x_arguments(context.get_x_argument(as_dictionary=False), offline=context.is_offline_mode())
 
 target_metadata = metadata
 

@@ -100,6 +100,31 @@ def seconds(variable: str, default: str) -> float:
     return number
 
 
+# The -x arguments this project reads; any other is refused, so that a typo never passes for a switch.
+X_ARGUMENTS = "-x allow_data_loss=true or -x allow_data_loss=false, and -x url=... in an offline (--sql) run"
+
+
+def check_x_arguments(arguments: Sequence[str], offline: bool) -> None:
+    """Refuse an unknown -x key or value in one line; never repeat a value that may hold a password."""
+    seen: set[str] = set()
+    for argument in arguments:
+        key, _, value = argument.partition("=")
+        if key in seen:
+            raise CommandError(f"-x {key} is given twice; give it once")
+        seen.add(key)
+        if key == "allow_data_loss" and value not in ("true", "false"):
+            raise CommandError(
+                f"-x allow_data_loss={value!r} is neither true nor false; this project reads {X_ARGUMENTS}"
+            )
+        if key == "url" and not offline:
+            raise CommandError(
+                "-x url=... names the database of an offline (--sql) script only; online, the database "
+                "is DATABASE_URL's (the embedded one when it is unset)"
+            )
+        if key not in ("allow_data_loss", "url"):
+            raise CommandError(f"-x {key}=... is not an option of this project; it reads {X_ARGUMENTS}")
+
+
 @contextmanager
 def offline_session(settings: Settings) -> Iterator[None]:
     """The timeouts and the advisory lock, as statements of the script a DBA applies."""
@@ -226,6 +251,7 @@ def plan(connection: Connection, settings: Settings) -> Session:
                 "mean it"
             )
         steps = now_steps
+    warn_when_stamping_a_database_without_tables(connection, steps or [])
     connection.commit()  # ends only the transaction the reads above began; the lock is the session's
     downgrading = any(not step.is_upgrade for step in steps or [])
     return Session(connection, one_transaction=downgrading)
@@ -249,6 +275,25 @@ def end_of(steps: Sequence[Step], heads: tuple[str, ...]) -> tuple[str, ...]:
 
 def describe(heads: tuple[str, ...]) -> str:
     return ", ".join(heads) or "base"
+
+
+def warn_when_stamping_a_database_without_tables(connection: Connection, steps: Sequence[Step]) -> None:
+    """``stamp`` records revisions as applied without running them: on a database with no tables, say so."""
+    stamping_up = bool(steps) and all(isinstance(step, StampStep) and step.is_upgrade for step in steps)
+    if not stamping_up:
+        return
+    tables = connection.execute(
+        text(
+            "SELECT count(*) FROM pg_tables WHERE schemaname = current_schema() AND tablename <> ALL(:ours)"
+        ),
+        {"ours": sorted(MIGRATION_TABLES)},
+    ).scalar_one()
+    if tables == 0:
+        log.warning(
+            "stamp records %s as applied without running any migration, and this database has no tables: "
+            "it still has none. To build the schema instead: alembic stamp base, then alembic upgrade head",
+            describe(end_of(steps, ())),
+        )
 
 
 def acquire_migration_lock(connection: Connection, wait: float) -> None:

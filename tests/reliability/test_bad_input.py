@@ -10,13 +10,16 @@ from pathlib import Path
 
 import psycopg
 import pytest
+from alembic.config import Config
+from alembic.script import ScriptDirectory
 from sqlalchemy import URL
 
 from migrations import ALEMBIC_INI
 from migrations.database.embedded import embedded_tools, free_port
 from migrations.database.url import conninfo
-from tests.helpers.forked_cli import Finished, start_module
-from tests.helpers.snapshots import snapshot
+from tests.helpers.forked_cli import Finished, run_alembic, start_module
+from tests.helpers.snapshots import snapshot, versions
+from tests.helpers.types import MakeDatabase
 
 PASSWORD = "s3cr3t-pw-XYZ"
 UNKNOWN_REVISION = "0badc0ffee00"
@@ -126,6 +129,23 @@ def test_a_missing_database_is_not_created(command: str, server_url: URL, tmp_pa
         )
 
 
+# Each -x that would otherwise be ignored, letting a downgrade that means to keep data drop it.
+X_REFUSED = {
+    ("allow_data_loss=yes",): "-x allow_data_loss='yes' is neither true nor false",
+    ("allow_data_loss=TRUE",): "-x allow_data_loss='TRUE' is neither true nor false",
+    ("allow_dataloss=false",): "-x allow_dataloss=... is not an option of this project",
+    ("allow_data_loss=false", "allow_data_loss=true"): "-x allow_data_loss is given twice",
+    (f"url=postgresql://postgres:{PASSWORD}@127.0.0.1/elsewhere",): "-x url=... names the database of an "
+    "offline (--sql) script only",
+}
+
+
+def with_x(*x_arguments: str, then: tuple[str, ...] = ("downgrade", "base")) -> tuple[str, ...]:
+    """`alembic -x a -x b ... downgrade base`, or `then` instead of `downgrade base`."""
+    options = [part for argument in x_arguments for part in ("-x", argument)]
+    return ("alembic", "-c", str(ALEMBIC_INI), *options, *then)
+
+
 @pytest.fixture
 def foreign_version_url(head_url: URL) -> URL:
     """A database whose alembic_version names a revision this history does not have."""
@@ -151,12 +171,37 @@ def foreign_version_url(head_url: URL) -> URL:
             {"MIGRATION_LOCK_TIMEOUT": "soon"},
             "MIGRATION_LOCK_TIMEOUT='soon' is not a duration",
         ),
+        *(
+            (
+                "head_url",
+                with_x(),
+                {"MIGRATION_LOCK_WAIT": wait},
+                f"MIGRATION_LOCK_WAIT={wait!r} is not a number of seconds (0 or more)",
+            )
+            for wait in ("nan", "-1", "inf")
+        ),
+        *(("head_url", with_x(*x_arguments), {}, expected) for x_arguments, expected in X_REFUSED.items()),
+        (
+            "head_url",
+            with_x("allow_dataloss=true", then=("upgrade", "head", "--sql")),
+            {},
+            "-x allow_dataloss=... is not an option of this project",
+        ),
     ],
     ids=[
         "alembic_version unknown: alembic upgrade head",
         "alembic_version unknown: python -m migrations",
         "downgrade to an unknown revision",
         "MIGRATION_LOCK_TIMEOUT not a duration",
+        "MIGRATION_LOCK_WAIT nan",
+        "MIGRATION_LOCK_WAIT negative",
+        "MIGRATION_LOCK_WAIT infinite",
+        "-x allow_data_loss neither true nor false",
+        "-x allow_data_loss in upper case",
+        "-x key unknown",
+        "-x given twice",
+        "-x url online",
+        "-x key unknown offline",
     ],
 )
 def test_a_revision_or_setting_this_project_does_not_know_gets_one_line_and_changes_nothing(
@@ -172,3 +217,24 @@ def test_a_revision_or_setting_this_project_does_not_know_gets_one_line_and_chan
 
     assert_refused(run(command, url.render_as_string(hide_password=False), tmp_path, setting), expected)
     assert snapshot(url) == before
+
+
+def test_stamp_on_a_database_without_tables_warns_that_it_created_none(
+    make_database: MakeDatabase, head_url: URL, tmp_path: Path
+) -> None:
+    head = ScriptDirectory.from_config(Config(ALEMBIC_INI)).get_current_head()
+    empty = make_database()
+    assert run_alembic("stamp", "base", url=head_url, workdir=tmp_path).returncode == 0
+
+    on_empty = run_alembic("stamp", "head", url=empty, workdir=tmp_path)
+    on_tables = run_alembic("stamp", "head", url=head_url, workdir=tmp_path)
+
+    assert on_empty.returncode == 0, on_empty.output
+    assert on_empty.message == [
+        f"WARNING [alembic.env] stamp records {head} as applied without running any migration, and this "
+        "database has no tables: it still has none. To build the schema instead: alembic stamp base, "
+        "then alembic upgrade head"
+    ]
+    assert versions(empty) == [head]
+    # Stamping a database that has the tables (adopting an existing schema) is what stamp is for.
+    assert (on_tables.returncode, on_tables.message) == (0, [])
