@@ -1,30 +1,18 @@
 """docker-compose.yml, checked by parsing: Docker cannot run on the CI machine."""
 
-import re
 from typing import Any
 
 import pytest
 import yaml
 
 from tests.helpers.commands import PROJECT
-
-README = (PROJECT / "README.md").read_text()
+from tests.helpers.readme import README, quick_start_commands
 
 
 @pytest.fixture(scope="module")
 def compose() -> dict[str, Any]:
     parsed: dict[str, Any] = yaml.safe_load((PROJECT / "docker-compose.yml").read_text())
     return parsed
-
-
-def quick_start_commands() -> list[str]:
-    block = re.search(r"## Quick start.*?```sh\n(.*?)```", README, re.DOTALL)
-    assert block, "the README has no quick start block"
-    return [line.split("#")[0].strip() for line in block.group(1).splitlines() if line.strip()]
-
-
-def test_the_quick_start_is_exactly_two_commands() -> None:
-    assert quick_start_commands() == ["uv run --no-dev python -m migrations", "uv run pytest"]
 
 
 def test_db_is_postgres_18_with_a_healthcheck_and_a_named_volume(compose: dict[str, Any]) -> None:
