@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-import shutil
-import tempfile
+import os
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import psycopg
@@ -15,12 +14,13 @@ from alembic.script import ScriptDirectory
 from sqlalchemy import URL
 
 from migrations import ALEMBIC_INI
-from migrations.database.embedded import embedded_tools, free_port
 from migrations.database.url import conninfo
 from tests.helpers.forked_cli import Finished, run_alembic, start_module
 from tests.helpers.snapshots import snapshot, versions
 from tests.helpers.types import MakeDatabase
 
+# In every URL here, so that the tests see it is never printed. A server that checks passwords
+# (GitHub's service container, docker compose's db) gets its own instead: see with_password.
 PASSWORD = "s3cr3t-pw-XYZ"
 UNKNOWN_REVISION = "0badc0ffee00"
 COMMANDS = {
@@ -40,50 +40,23 @@ def run(
     ).finish()
 
 
-def assert_refused(result: Finished, expected: str) -> None:
+def with_password(url: URL) -> URL:
+    """`url` with a password: the server's own where it has one (in the URL or PGPASSWORD), else PASSWORD."""
+    return url.set(password=url.password or os.environ.get("PGPASSWORD") or PASSWORD)
+
+
+def assert_refused(result: Finished, expected: str, *passwords: str) -> None:
     assert result.returncode != 0
     assert "Traceback" not in result.output
-    assert PASSWORD not in result.output
+    for password in passwords or (PASSWORD,):
+        assert password not in result.output
     assert len(result.message) == 1, result.output
     assert result.message[0].startswith(("FAILED: ", "error: "))
     assert expected in result.message[0]
 
 
-@pytest.fixture(scope="module")
-def password_server() -> Iterator[URL]:
-    """A throwaway PostgreSQL that checks passwords (scram-sha-256); the test servers trust everyone."""
-    root = Path(tempfile.mkdtemp(prefix="scram-"))  # under /tmp, which the server's user can reach
-    password = uuid.uuid4().hex
-    (root / "pwfile").write_text(password)
-    port = free_port()
-    with embedded_tools() as tools:
-        user = tools.server_user()
-        if user is not None:
-            for path in (root, root / "pwfile"):
-                shutil.chown(path, user, user)
-        settings = {"port": port, "listen_addresses": "127.0.0.1", "unix_socket_directories": ""}
-        options = [arg for name, value in settings.items() for arg in ("-c", f"{name}={value}")]
-        tools.initdb(
-            [
-                "--auth=scram-sha-256",
-                "--username=postgres",
-                f"--pwfile={root / 'pwfile'}",
-                "--no-sync",
-                *options,
-            ],
-            pgdata=root / "data",
-            user=user,
-        )
-        tools.pg_ctl(["-w", "-l", str(root / "log"), "start"], pgdata=root / "data", user=user)
-        try:
-            yield URL.create("postgresql", "postgres", password, "127.0.0.1", port, "postgres")
-        finally:
-            tools.pg_ctl(["-w", "-m", "immediate", "stop"], pgdata=root / "data", user=user)
-            shutil.rmtree(root)
-
-
 def missing_database(server_url: URL) -> URL:
-    return server_url.set(database=f"missing_{uuid.uuid4().hex[:12]}", password=PASSWORD)
+    return with_password(server_url.set(database=f"missing_{uuid.uuid4().hex[:12]}"))
 
 
 URLS: dict[str, tuple[Callable[[pytest.FixtureRequest], str], str]] = {
@@ -113,8 +86,11 @@ def test_a_bad_database_url_gets_one_line_and_a_failing_exit(
     case: str, command: str, request: pytest.FixtureRequest, tmp_path: Path
 ) -> None:
     database_url, expected = URLS[case]
+    server_password = with_password(request.getfixturevalue("server_url")).password
 
-    assert_refused(run(COMMANDS[command], database_url(request), tmp_path), expected)
+    result = run(COMMANDS[command], database_url(request), tmp_path)
+
+    assert_refused(result, expected, *filter(None, (PASSWORD, server_password)))
 
 
 @pytest.mark.parametrize("command", COMMANDS)
@@ -212,10 +188,13 @@ def test_a_revision_or_setting_this_project_does_not_know_gets_one_line_and_chan
     request: pytest.FixtureRequest,
     tmp_path: Path,
 ) -> None:
-    url: URL = request.getfixturevalue(start).set(password=PASSWORD)
+    url = with_password(request.getfixturevalue(start))
     before = snapshot(url)
 
-    assert_refused(run(command, url.render_as_string(hide_password=False), tmp_path, setting), expected)
+    result = run(command, url.render_as_string(hide_password=False), tmp_path, setting)
+
+    assert url.password
+    assert_refused(result, expected, url.password)
     assert snapshot(url) == before
 
 
