@@ -16,8 +16,12 @@ def section(title: str) -> str:
     return found[1]
 
 
+def shell_commands(title: str) -> list[str]:
+    """The commands of the ```sh blocks of the README's `## title` section, without their comments."""
+    blocks = re.findall(r"^```sh\n(.*?)^```", section(title), re.M | re.S)
+    assert blocks, f"README.md's {title!r} has no ```sh block"
+    return [line.split(" #")[0].strip() for block in blocks for line in block.splitlines() if line.strip()]
+
+
 def quick_start_commands() -> list[str]:
-    """The commands of the quick start's first ```sh block, without their comments."""
-    block = re.search(r"^```sh\n(.*?)^```", section("Quick start"), re.M | re.S)
-    assert block, "README.md's quick start has no ```sh block"
-    return [line.split("#")[0].strip() for line in block[1].splitlines() if line.strip()]
+    return shell_commands("Quick start")

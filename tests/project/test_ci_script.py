@@ -36,7 +36,7 @@ def path_without_postgresql(tmp_path_factory: pytest.TempPathFactory) -> str:
 
 
 def find_server(path: str, **settings: str) -> subprocess.CompletedProcess[str]:
-    unset = ("DATABASE_URL", "PGHOST", "PGPORT", "PGUSER", "PGPASSWORD")
+    unset = ("DATABASE_URL", "PGHOST", "PGPORT", "PGUSER")
     env = {key: value for key, value in os.environ.items() if key not in unset}
     return subprocess.run(
         ["bash", str(SERVER)],
@@ -53,7 +53,9 @@ def test_without_postgresql_tools_the_server_leg_uses_the_server_that_exists(
     user = server_url.username or "postgres"
     where = {"PGHOST": server_url.host or "127.0.0.1", "PGPORT": str(server_url.port or 5432), "PGUSER": user}
 
-    found = find_server(path_without_postgresql, **where, PGPASSWORD=server_url.password or "")
+    password = {"PGPASSWORD": server_url.password} if server_url.password else {}  # else PGPASSWORD's, if any
+
+    found = find_server(path_without_postgresql, **where, **password)
 
     assert (found.returncode, found.stderr) == (0, "")
     assert found.stdout == f"postgresql://{user}@{where['PGHOST']}:{where['PGPORT']}/postgres\n"
