@@ -1,9 +1,11 @@
 """The machinery env.py runs migrations with; env.py's docstring says why each piece exists.
 
 - ``Settings``: the timeouts and the lock wait, read from the environment once and checked.
+- ``check_x_arguments``: the ``-x`` options this project reads; any other is refused.
 - ``offline_session``: the same timeouts and advisory lock, written into a ``--sql`` script.
-- ``session``: an online migrator's connection: connected with readable errors, under the
-  timeouts, holding the advisory lock, with the plan of what this command will do.
+- ``session``: an online migrator's connection: connected with readable errors, the server's
+  notices and warnings logged, under the timeouts, holding the advisory lock, with the plan of
+  what this command will do (and a warning when it stamps a database without tables).
 - ``readable_errors``: a database error as one ``FAILED:`` line.
 """
 
