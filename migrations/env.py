@@ -27,6 +27,8 @@
   warns, or fails with MIGRATION_REPLICA_LAG_FAILS=true (``replicas.py``).
 - Offline (``--sql``) scripts set the same timeouts and take the same advisory lock.
 - Errors reach the user as one ``FAILED:`` line, never with a password in it.
+- An unknown ``-x`` key or value is refused, so that a typo never passes for a safety switch
+  (``-x allow_data_loss=yes`` is not ``true``); ``-x url=`` is for offline scripts only.
 """
 
 from __future__ import annotations
@@ -40,6 +42,7 @@ from models import metadata
 
 config = context.config
 runner.configure_logging(config)
+runner.check_x_arguments(context.get_x_argument(as_dictionary=False), offline=context.is_offline_mode())
 
 target_metadata = metadata
 

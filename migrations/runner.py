@@ -1,9 +1,11 @@
 """The machinery env.py runs migrations with; env.py's docstring says why each piece exists.
 
 - ``Settings``: the timeouts and the lock wait, read from the environment once and checked.
+- ``check_x_arguments``: the ``-x`` options this project reads; any other is refused.
 - ``offline_session``: the same timeouts and advisory lock, written into a ``--sql`` script.
-- ``session``: an online migrator's connection: connected with readable errors, under the
-  timeouts, holding the advisory lock, with the plan of what this command will do.
+- ``session``: an online migrator's connection: connected with readable errors, the server's
+  notices and warnings logged, under the timeouts, holding the advisory lock, with the plan of
+  what this command will do (and a warning when it stamps a database without tables).
 - ``Session.run``: runs the migrations, retrying a revision that waited past ``lock_timeout``.
 - ``readable_errors``: a database error as one ``FAILED:`` line.
 """
@@ -130,6 +132,31 @@ def count(variable: str, default: str) -> int:
     if not value.isdigit():
         raise CommandError(f"{variable}={value!r} is not a whole number (0 or more)")
     return int(value)
+
+
+# The -x arguments this project reads; any other is refused, so that a typo never passes for a switch.
+X_ARGUMENTS = "-x allow_data_loss=true or -x allow_data_loss=false, and -x url=... in an offline (--sql) run"
+
+
+def check_x_arguments(arguments: Sequence[str], offline: bool) -> None:
+    """Refuse an unknown -x key or value in one line; never repeat a value that may hold a password."""
+    seen: set[str] = set()
+    for argument in arguments:
+        key, _, value = argument.partition("=")
+        if key in seen:
+            raise CommandError(f"-x {key} is given twice; give it once")
+        seen.add(key)
+        if key == "allow_data_loss" and value not in ("true", "false"):
+            raise CommandError(
+                f"-x allow_data_loss={value!r} is neither true nor false; this project reads {X_ARGUMENTS}"
+            )
+        if key == "url" and not offline:
+            raise CommandError(
+                "-x url=... names the database of an offline (--sql) script only; online, the database "
+                "is DATABASE_URL's (the embedded one when it is unset)"
+            )
+        if key not in ("allow_data_loss", "url"):
+            raise CommandError(f"-x {key}=... is not an option of this project; it reads {X_ARGUMENTS}")
 
 
 @contextmanager
@@ -309,16 +336,34 @@ def connect(handed_in: object) -> Iterator[Connection]:
             connection = stack.enter_context(handed_in.connect())
         except DBAPIError as error:
             raise CommandError(f"cannot connect to {where}: {first_line(error.orig)}") from None
-        driver = connection.connection.driver_connection
-        if isinstance(driver, psycopg.Connection):
-            driver.add_notice_handler(log_notice)
+        stack.enter_context(server_messages_logged(connection))
         yield connection
 
 
-def log_notice(notice: psycopg.errors.Diagnostic) -> None:
-    """What a migration says as it goes (RAISE NOTICE / WARNING), on stderr like Alembic's own log."""
-    level = logging.WARNING if notice.severity_nonlocalized == "WARNING" else logging.INFO
-    log.log(level, "%s", notice.message_primary)
+# A revision's RAISE NOTICE or WARNING, at the level Python's logging calls it.
+SERVER_MESSAGE_LEVELS = {"WARNING": logging.WARNING, "NOTICE": logging.INFO, "INFO": logging.INFO}
+
+
+@contextmanager
+def server_messages_logged(connection: Connection) -> Iterator[None]:
+    """Log what the server says along the way, as psql prints it, instead of dropping it (psycopg's default).
+
+    A revision that keeps rows it cannot be sure are its own says so in a WARNING.
+    """
+    driver = connection.connection.driver_connection
+    if not isinstance(driver, psycopg.Connection):
+        yield
+        return
+    driver.add_notice_handler(log_server_message)
+    try:
+        yield
+    finally:
+        driver.remove_notice_handler(log_server_message)
+
+
+def log_server_message(diagnostic: psycopg.errors.Diagnostic) -> None:
+    level = SERVER_MESSAGE_LEVELS.get(diagnostic.severity_nonlocalized or "", logging.DEBUG)
+    log.log(level, "%s", diagnostic.message_primary)
 
 
 def plan(connection: Connection, settings: Settings) -> Session:
@@ -354,6 +399,7 @@ def plan(connection: Connection, settings: Settings) -> Session:
                 )
             steps = now_steps
     backend_pid = connection.execute(text("SELECT pg_backend_pid()")).scalar_one()
+    warn_when_stamping_a_database_without_tables(connection, steps or [])
     connection.commit()  # ends only the transaction the reads above began; the lock is the session's
     return Session(connection, settings, planned=steps, backend_pid=backend_pid)
 
@@ -391,6 +437,25 @@ def end_of(steps: Sequence[Step], heads: tuple[str, ...]) -> tuple[str, ...]:
 
 def describe(heads: tuple[str, ...]) -> str:
     return ", ".join(heads) or "base"
+
+
+def warn_when_stamping_a_database_without_tables(connection: Connection, steps: Sequence[Step]) -> None:
+    """``stamp`` records revisions as applied without running them: on a database with no tables, say so."""
+    stamping_up = bool(steps) and all(isinstance(step, StampStep) and step.is_upgrade for step in steps)
+    if not stamping_up:
+        return
+    tables = connection.execute(
+        text(
+            "SELECT count(*) FROM pg_tables WHERE schemaname = current_schema() AND tablename <> ALL(:ours)"
+        ),
+        {"ours": sorted(MIGRATION_TABLES)},
+    ).scalar_one()
+    if tables == 0:
+        log.warning(
+            "stamp records %s as applied without running any migration, and this database has no tables: "
+            "it still has none. To build the schema instead: alembic stamp base, then alembic upgrade head",
+            describe(end_of(steps, ())),
+        )
 
 
 def acquire_migration_lock(connection: Connection, wait: float) -> None:

@@ -16,10 +16,10 @@ from migrations.database.scratch import alembic_config
 
 def test_alembic_check_at_head_reports_no_new_upgrade_operations(head_url: URL) -> None:
     config = alembic_config(head_url)
-    # Config prints to the sys.stdout of when alembic was imported (before pytest captured it),
-    # which buffers when PYTHONUNBUFFERED is unset, as in CI: read what it prints directly.
-    printed = io.StringIO()
-    config.stdout = printed
+    # Config's default stdout is the sys.stdout of when alembic was imported, whose buffer a
+    # pipe only flushes when full (PYTHONUNBUFFERED unset, as in CI): read what it prints here.
+    printed = config.stdout = io.StringIO()
+
     command.check(config)
 
     assert "No new upgrade operations detected." in printed.getvalue()
