@@ -340,7 +340,8 @@ def connect(handed_in: object) -> Iterator[Connection]:
         yield connection
 
 
-# A revision's RAISE NOTICE or WARNING, at the level Python's logging calls it.
+# A revision's RAISE NOTICE or WARNING, at the level Python's logging calls it; DEBUG and LOG reach
+# the migrator only when client_min_messages asks for them, so they are shown like a NOTICE.
 SERVER_MESSAGE_LEVELS = {"WARNING": logging.WARNING, "NOTICE": logging.INFO, "INFO": logging.INFO}
 
 
@@ -362,7 +363,7 @@ def server_messages_logged(connection: Connection) -> Iterator[None]:
 
 
 def log_server_message(diagnostic: psycopg.errors.Diagnostic) -> None:
-    level = SERVER_MESSAGE_LEVELS.get(diagnostic.severity_nonlocalized or "", logging.DEBUG)
+    level = SERVER_MESSAGE_LEVELS.get(diagnostic.severity_nonlocalized or "", logging.INFO)
     log.log(level, "%s", diagnostic.message_primary)
 
 

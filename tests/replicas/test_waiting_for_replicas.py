@@ -84,7 +84,7 @@ def test_a_standby_that_does_not_replay_within_the_bound_gets_a_warning_per_revi
         assert revisions_each_followed_by(result.stderr, "WARNI"), result.output
         for warning in warnings:
             assert warning.startswith(
-                f"WARNI [alembic.env] {stalled.name} had not replayed the migration's last commit ("
+                f"WARNING [alembic.env] {stalled.name} had not replayed the migration's last commit ("
             )
             assert ") after 0.5s (MIGRATION_WAIT_FOR_REPLICAS), so reads there still see the " in warning
             assert f"{stalled.name} (streaming) is " in warning
@@ -140,7 +140,7 @@ def test_a_standby_that_is_down_is_not_waited_for_its_slot_is_named_and_it_catch
 
     assert result.returncode == 0, result.output
     assert [line for line in result.message if line.startswith("WARNI")] == [
-        f"WARNI [alembic.env] replication slot {down.name} has no standby streaming from it: that standby "
+        f"WARNING [alembic.env] replication slot {down.name} has no standby streaming from it: that standby "
         "replays this migration only once it reconnects, and reads there see the old schema until then"
     ]
     down.start()
