@@ -2,23 +2,31 @@
 
 from __future__ import annotations
 
+import os
 import shutil
+import socket
+import subprocess
 import tempfile
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from urllib.parse import quote
 
 import psycopg
 import pytest
 from sqlalchemy import URL
 
 from migrations import ALEMBIC_INI
-from migrations.database.embedded import embedded_tools, free_port
+from migrations.database import processes, server_user
+from migrations.database.embedded import binaries, binary_directories
 from migrations.database.url import conninfo
 from tests.helpers.forked_cli import Finished, start_module
 from tests.helpers.snapshots import snapshot
 
 PASSWORD = "s3cr3t-pw-XYZ"
+# The password server's own: each character URLs treat specially, between fragments to look for.
+SERVER_PASSWORD = "Pa55@w0rd/Qx7:Zk9"
+SECRETS = (PASSWORD, "Pa55", "w0rd", "Qx7", "Zk9")
 UNKNOWN_REVISION = "0badc0ffee00"
 COMMANDS = {
     "alembic upgrade head": ("alembic", "-c", str(ALEMBIC_INI), "upgrade", "head"),
@@ -40,7 +48,7 @@ def run(
 def assert_refused(result: Finished, expected: str) -> None:
     assert result.returncode != 0
     assert "Traceback" not in result.output
-    assert PASSWORD not in result.output
+    assert not [secret for secret in SECRETS if secret in result.output]
     assert len(result.message) == 1, result.output
     assert result.message[0].startswith(("FAILED: ", "error: "))
     assert expected in result.message[0]
@@ -48,35 +56,47 @@ def assert_refused(result: Finished, expected: str) -> None:
 
 @pytest.fixture(scope="module")
 def password_server() -> Iterator[URL]:
-    """A throwaway PostgreSQL that checks passwords (scram-sha-256); the test servers trust everyone."""
-    root = Path(tempfile.mkdtemp(prefix="scram-"))  # under /tmp, which the server's user can reach
-    password = uuid.uuid4().hex
-    (root / "pwfile").write_text(password)
-    port = free_port()
-    with embedded_tools() as tools:
-        user = tools.server_user()
-        if user is not None:
-            for path in (root, root / "pwfile"):
-                shutil.chown(path, user, user)
-        settings = {"port": port, "listen_addresses": "127.0.0.1", "unix_socket_directories": ""}
-        options = [arg for name, value in settings.items() for arg in ("-c", f"{name}={value}")]
-        tools.initdb(
-            [
-                "--auth=scram-sha-256",
-                "--username=postgres",
-                f"--pwfile={root / 'pwfile'}",
-                "--no-sync",
-                *options,
-            ],
-            pgdata=root / "data",
-            user=user,
+    """A throwaway PostgreSQL on TCP whose password holds @, / and : (the test servers trust everyone).
+
+    It runs as the embedded server runs: as the caller, or as root as an OS user made for its
+    directory, removed at the end.
+    """
+    root = Path(tempfile.mkdtemp(prefix="scram-")).resolve()
+    home = root / "pg"
+    user = server_user.for_checkout(root, home)
+    try:
+        home.mkdir(mode=0o700)
+        (home / "pwfile").write_text(SERVER_PASSWORD)
+        if os.geteuid() == 0:
+            for path in (root, home, home / "pwfile"):
+                os.chown(path, user.uid, user.gid)
+        user = user.reaching([home, *binary_directories()])
+        data, log = str(home / "data"), str(home / "log")
+        initdb = [str(binaries() / "initdb"), "-D", data, "--auth=scram-sha-256", "-E", "UTF8"]
+        done = user.run(
+            [*initdb, "-U", "postgres", f"--pwfile={home / 'pwfile'}", "--no-sync"], capture_output=True
         )
-        tools.pg_ctl(["-w", "-l", str(root / "log"), "start"], pgdata=root / "data", user=user)
-        try:
-            yield URL.create("postgresql", "postgres", password, "127.0.0.1", port, "postgres")
-        finally:
-            tools.pg_ctl(["-w", "-m", "immediate", "stop"], pgdata=root / "data", user=user)
-            shutil.rmtree(root)
+        assert done.returncode == 0, done.stderr
+        port = free_port()
+        options = f"-c listen_addresses=127.0.0.1 -c port={port} -c unix_socket_directories=''"
+        pg_ctl = [str(binaries() / "pg_ctl"), "-D", data, "-l", log, "-w", "-o", options, "start"]
+        done = user.run(pg_ctl, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
+        assert done.returncode == 0, Path(log).read_text()
+        yield URL.create("postgresql", "postgres", SERVER_PASSWORD, "127.0.0.1", port, "postgres")
+    finally:
+        postmaster = processes.postmaster_of(home / "data")
+        if postmaster is not None:
+            processes.stop(postmaster)
+        shutil.rmtree(root)
+        if os.geteuid() == 0:
+            server_user.remove_os_user(root)
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port: int = probe.getsockname()[1]
+        return port
 
 
 def missing_database(server_url: URL) -> URL:
@@ -172,3 +192,69 @@ def test_a_revision_or_setting_this_project_does_not_know_gets_one_line_and_chan
 
     assert_refused(run(command, url.render_as_string(hide_password=False), tmp_path, setting), expected)
     assert snapshot(url) == before
+
+
+# Passwords holding @, / and :, given every way a URL can carry them, to every command that reads
+# DATABASE_URL: the server refuses WRONG and lets SERVER_PASSWORD in; neither may ever be printed.
+WRONG = "Zk9@Qx7/w0rd:Pa55"
+PASSWORD_FORMS: dict[str, Callable[[URL, str], str]] = {
+    "percent-encoded": lambda server, password: server.set(password=password).render_as_string(False),
+    "in the query": lambda server, password: (
+        server.render_as_string(False) + "?password=" + quote(password, safe="")
+    ),
+    "as it is": lambda server, password: server.render_as_string(False).replace(
+        "postgres@", f"postgres:{password}@", 1
+    ),
+}
+AUTH_FAILED = 'password authentication failed for user "postgres"'
+AT_REFUSED = "write an @ in a user name or password as %40"
+URL_COMMAND = ("migrations.database", "url")
+CURRENT = ("alembic", "-c", str(ALEMBIC_INI), "current")
+CASES: dict[str, tuple[str, str, tuple[str, ...], str | None]] = {
+    **{
+        f"{what}: {name}": (form, password, command, expected)
+        for name, command in COMMANDS.items()
+        for what, form, password, expected in [
+            ("wrong, percent-encoded", "percent-encoded", WRONG, AUTH_FAILED),
+            ("wrong, in the query", "in the query", WRONG, AUTH_FAILED),
+            ("wrong, / and : as they are", "as it is", "Zk9/Qx7:w0rd", AUTH_FAILED),
+            ("wrong, @ as it is", "as it is", WRONG, AT_REFUSED),
+        ]
+    },
+    "right, percent-encoded: alembic current": ("percent-encoded", SERVER_PASSWORD, CURRENT, None),
+    "right, in the query: alembic current": ("in the query", SERVER_PASSWORD, CURRENT, None),
+    "percent-encoded: url": ("percent-encoded", WRONG, URL_COMMAND, None),
+    "in the query: url": ("in the query", WRONG, URL_COMMAND, None),
+    "@ as it is: url": ("as it is", WRONG, URL_COMMAND, AT_REFUSED),
+}
+
+
+@pytest.fixture(scope="module")
+def password_results(password_server: URL, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Finished]:
+    """Every case of CASES, run at once."""
+    workdir = tmp_path_factory.mktemp("passwords")
+    server = URL.create(
+        "postgresql", "postgres", None, password_server.host, password_server.port, "postgres"
+    )
+    started = {}
+    for case, (form, password, command, _) in CASES.items():
+        module, *args = command
+        environment = {"DATABASE_URL": PASSWORD_FORMS[form](server, password)}
+        started[case] = start_module(
+            module, *args, url=URL.create("postgresql"), workdir=workdir, env=environment
+        )
+    return {case: process.finish() for case, process in started.items()}
+
+
+@pytest.mark.parametrize("case", CASES)
+def test_a_password_with_at_slash_and_colon_works_or_is_refused_and_is_never_shown(
+    case: str, password_results: dict[str, Finished]
+) -> None:
+    expected = CASES[case][3]
+    result = password_results[case]
+
+    if expected is not None:
+        assert_refused(result, expected)
+    else:
+        assert result.returncode == 0, result.output
+        assert not [secret for secret in SECRETS if secret in result.output], result.output
