@@ -70,10 +70,10 @@ def start(database: str = "postgres") -> tuple[URL, bool]:
     reaches this server from a URL string: a socket path in a URL is escaped with %, which
     Alembic's configuration cannot hold.
     """
-    with one_line_os_errors():
-        started = ensure_running(database)
     for variable in REDIRECTING:
         os.environ.pop(variable, None)
+    with one_line_os_errors():
+        started = ensure_running(database)
     os.environ.update(PGHOST=str(EMBEDDED_DIR), PGPORT=str(PORT))
     return with_connect_timeout(URL.create("postgresql+psycopg", "postgres", database=database)), started
 
@@ -92,7 +92,7 @@ def ensure_running(database: str) -> bool:
         if running is not None and (running.uid != user.uid or recorded_data_directory() != str(DATA)):
             processes.stop(running)  # ours, from before the checkout moved or changed hands
             running = None
-        give_directory_to(user)
+        give_directory_to(user, with_contents=running is None)
         user = user.reaching([EMBEDDED_DIR, *binary_directories()])
         if not DATA.exists():
             initialize(user)
@@ -130,13 +130,18 @@ def refuse_older_layout() -> None:
         )
 
 
-def give_directory_to(user: ServerUser) -> None:
-    """.pgdata/ exists, is 0700 and belongs, with all it holds, to the server's user."""
+def give_directory_to(user: ServerUser, *, with_contents: bool) -> None:
+    """.pgdata/ exists, is 0700 and belongs to the server's user; `with_contents`: all it holds too.
+
+    Root may have copied files in (a backup, a moved checkout): the server could not open them.
+    """
     EMBEDDED_DIR.mkdir(mode=0o700, exist_ok=True)
-    if os.geteuid() == 0 and EMBEDDED_DIR.stat().st_uid != user.uid:
-        for path in (EMBEDDED_DIR, *EMBEDDED_DIR.rglob("*")):
-            os.chown(path, user.uid, user.gid, follow_symlinks=False)
     EMBEDDED_DIR.chmod(0o700)
+    if os.geteuid() != 0:
+        return
+    for path in (EMBEDDED_DIR, *(EMBEDDED_DIR.rglob("*") if with_contents else ())):
+        if path.lstat().st_uid != user.uid:
+            os.chown(path, user.uid, user.gid, follow_symlinks=False)
 
 
 def binaries() -> Path:

@@ -11,7 +11,15 @@ from pathlib import Path
 
 import pytest
 
-from tests.helpers.checkouts import NOT_ROOT, ROOT, linked_psql, os_user
+from tests.helpers.checkouts import (
+    NOT_ROOT,
+    ROOT,
+    discard_checkout,
+    linked_psql,
+    make_checkout,
+    os_user,
+    run_in,
+)
 
 
 @pytest.fixture(scope="session")
@@ -38,3 +46,17 @@ def intruder(open_directory: Path) -> Iterator[Intruder]:
     psql = linked_psql(tools)
     with os_user(f"intruder-{uuid.uuid4().hex[:6]}") as name:
         yield Intruder(name, psql)
+
+
+@pytest.fixture(scope="session")
+def pair(open_directory: Path) -> Iterator[tuple[Path, Path]]:
+    """Two checkouts side by side where anyone may pass, each with its server started."""
+    checkouts = [make_checkout(open_directory / f"{name}-{uuid.uuid4().hex[:6]}") for name in "ab"]
+    try:
+        for checkout in checkouts:
+            result = run_in(checkout, "migrations.database", "url")
+            assert result.returncode == 0, result.output
+        yield checkouts[0], checkouts[1]
+    finally:
+        for checkout in checkouts:
+            discard_checkout(checkout)

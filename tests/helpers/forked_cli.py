@@ -40,8 +40,17 @@ def _start_forkserver() -> None:
         forkserver.ensure_running()
 
 
+# What every command imports: the ORM, psycopg, Alembic's commands (the project's own modules are small).
 _context.set_forkserver_preload(
-    ["tests.helpers.forked_cli", "alembic.ddl.postgresql", "sqlalchemy.dialects.postgresql.psycopg"]
+    [
+        "tests.helpers.forked_cli",
+        "alembic.command",
+        "alembic.ddl.postgresql",
+        "logging.config",
+        "psycopg",
+        "sqlalchemy.dialects.postgresql.psycopg",
+        "sqlalchemy.orm",
+    ]
 )
 
 

@@ -7,8 +7,10 @@ import shutil
 import socket
 import subprocess
 import tempfile
+import time
 import uuid
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from urllib.parse import quote
 
@@ -258,3 +260,44 @@ def test_a_password_with_at_slash_and_colon_works_or_is_refused_and_is_never_sho
     else:
         assert result.returncode == 0, result.output
         assert not [secret for secret in SECRETS if secret in result.output], result.output
+
+
+@contextmanager
+def silent_listener() -> Iterator[int]:
+    """A TCP port that accepts connections and never says a word: a hung server, or another service."""
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen(64)
+        port: int = listener.getsockname()[1]
+        yield port
+
+
+def test_a_server_that_accepts_and_never_answers_gets_one_line_after_the_connect_timeout(
+    tmp_path: Path,
+) -> None:
+    commands = {**COMMANDS, "python -m bench": ("bench", "--quick")}
+    with silent_listener() as port:
+        silent = f"postgresql://postgres:{PASSWORD}@127.0.0.1:{port}/db"
+        urls = {"default": silent, "connect_timeout=2 in the URL": f"{silent}?connect_timeout=2"}
+        running, began = {}, {}
+        for name, command in commands.items():
+            for timeout, url in urls.items():
+                environment = {"DATABASE_URL": url}
+                running[name, timeout] = start_module(
+                    *command, url=URL.create("postgresql"), workdir=tmp_path, env=environment
+                )
+                began[name, timeout] = time.monotonic()
+        took: dict[tuple[str, str], float] = {}
+        while len(took) < len(running) and time.monotonic() - min(began.values()) < 60:
+            for case, process in running.items():
+                if case not in took and not process.process.is_alive():
+                    took[case] = time.monotonic() - began[case]
+            time.sleep(0.05)
+        results = {case: process.finish(timeout=5) for case, process in running.items()}
+
+    for (name, timeout), result in results.items():
+        assert_refused(result, "connection timeout expired")
+        if timeout == "default":
+            assert 9.5 < took[name, timeout] < 30, took
+        else:
+            assert took[name, timeout] < 8, took

@@ -1,0 +1,238 @@
+"""Every fault of the embedded server gives one line and a failing exit, or is recovered from on its own.
+
+One checkout, inside pytest's 0700 temporary directory, serves the module; each test leaves it
+with its server able to start.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from migrations.database import processes
+from tests.helpers.checkouts import (
+    EMBEDDED_LEG_ONLY,
+    ROSTER,
+    data_of,
+    discard_checkout,
+    make_checkout,
+    postmaster_of,
+    run_in,
+    shared_memory_of,
+)
+from tests.helpers.forked_cli import Finished
+
+pytestmark = EMBEDDED_LEG_ONLY
+
+
+@pytest.fixture(scope="module")
+def checkout(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    made = make_checkout(tmp_path_factory.mktemp("faults") / "clone")
+    try:
+        assert run_in(made, "migrations.database", "url").returncode == 0
+        yield made
+    finally:
+        discard_checkout(made)
+
+
+@pytest.fixture
+def stopped(checkout: Path) -> Iterator[Path]:
+    """The checkout with its server stopped; restored (started again) afterwards."""
+    assert run_in(checkout, "migrations.database", "stop").returncode == 0
+    files = {path: path.read_bytes() for path in data_of(checkout).glob("postgresql*.conf")}
+    yield checkout
+    for path, content in files.items():
+        path.write_bytes(content)
+    restarted = run_in(checkout, "migrations.database", "url")
+    assert restarted.returncode == 0, restarted.output
+
+
+def assert_one_line(result: Finished, *expected: str) -> None:
+    assert result.returncode == 1
+    assert "Traceback" not in result.output
+    assert len(result.message) == 1, result.output
+    assert result.message[0].startswith("error: ")
+    for text in expected:
+        assert text in result.message[0], result.message[0]
+
+
+def test_a_crashed_server_whose_pid_file_is_stale_simply_starts_again(checkout: Path) -> None:
+    assert run_in(checkout, "migrations.database", "url").returncode == 0
+    crashed = postmaster_of(checkout)
+    segments = len(shared_memory_of(crashed.uid))
+    os.kill(crashed.pid, signal.SIGKILL)
+
+    result = run_in(checkout, "migrations")
+
+    assert (result.returncode, result.stdout) == (0, ROSTER), result.output
+    assert postmaster_of(checkout).pid != crashed.pid
+    assert len(shared_memory_of(crashed.uid)) <= segments, "the crashed server's shared memory was left"
+
+
+def test_stop_finds_and_stops_the_server_without_its_pid_file(checkout: Path) -> None:
+    assert run_in(checkout, "migrations.database", "url").returncode == 0
+    running = postmaster_of(checkout)
+    (data_of(checkout) / "postmaster.pid").unlink()
+
+    result = run_in(checkout, "migrations.database", "stop")
+
+    assert result.returncode == 0, result.output
+    assert result.stdout.startswith("stopped the embedded PostgreSQL")
+    assert not processes.alive(running.pid)
+    assert shared_memory_of(running.uid) == []
+
+
+@pytest.fixture
+def silent_port() -> Iterator[int]:
+    """A TCP port that accepts connections and never answers."""
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen(16)
+        yield listener.getsockname()[1]
+
+
+@pytest.mark.parametrize(
+    "where", ["postgresql.conf and postgresql.auto.conf", "postgresql.conf, a port that never answers"]
+)
+def test_a_port_set_in_the_configuration_never_misleads_the_commands(
+    where: str, stopped: Path, silent_port: int
+) -> None:
+    conf, auto = data_of(stopped) / "postgresql.conf", data_of(stopped) / "postgresql.auto.conf"
+    lines = [line for line in conf.read_text().splitlines() if not line.startswith("port")]
+    if where.endswith("never answers"):
+        conf.write_text("\n".join([*lines, f"port = {silent_port}", ""]))
+    else:
+        conf.write_text("\n".join([*lines, "port = 6001", "port = 6002", ""]))
+        auto.write_text(auto.read_text() + "port = '6003'\n")
+
+    result = run_in(stopped, "migrations")
+
+    assert (result.returncode, result.stdout) == (0, ROSTER), result.output
+
+
+@pytest.mark.parametrize(
+    ("setting", "expected"),
+    [
+        ("port = abc", 'invalid value for parameter "port": "abc"'),
+        ("shared_buffers = '8000GB'", "could not map anonymous shared memory"),
+    ],
+    ids=["a garbage port", "a server that cannot start"],
+)
+def test_a_bad_setting_or_a_failed_start_gives_one_line_that_points_to_the_log(
+    setting: str, expected: str, stopped: Path
+) -> None:
+    with (data_of(stopped) / "postgresql.auto.conf").open("a") as conf:
+        conf.write(f"{setting}\n")
+
+    result = run_in(stopped, "migrations")
+
+    assert_one_line(result, "the embedded PostgreSQL did not start", expected, "server.log")
+
+
+def truncate_pg_control(checkout: Path) -> None:
+    (data_of(checkout) / "global" / "pg_control").write_bytes(b"")
+
+
+def claim_version_15(checkout: Path) -> None:
+    (data_of(checkout) / "PG_VERSION").write_text("15\n")
+
+
+def foreign_cluster(checkout: Path, other: Path) -> None:
+    shutil.rmtree(data_of(checkout))
+    shutil.copytree(data_of(other), data_of(checkout), ignore=shutil.ignore_patterns("postmaster.pid"))
+
+
+@pytest.mark.parametrize(
+    ("damage", "expected"),
+    [
+        (truncate_pg_control, "is damaged (global/pg_control is truncated)"),
+        (claim_version_15, "database files are incompatible with server"),
+        (foreign_cluster, "holds another cluster than the one initialized here"),
+    ],
+    ids=["a truncated pg_control", "another major version's data", "another checkout's cluster"],
+)
+def test_a_damaged_or_foreign_pgdata_gives_one_line_and_is_left_as_it_is(
+    damage: object, expected: str, stopped: Path, pair: tuple[Path, Path]
+) -> None:
+    saved = stopped.parent / "saved-data"
+    shutil.copytree(data_of(stopped), saved)
+    try:
+        if damage is foreign_cluster:
+            foreign_cluster(stopped, pair[1])
+        else:
+            damage(stopped)  # type: ignore[operator]
+        damaged = sorted(str(path) for path in data_of(stopped).rglob("*"))
+
+        result = run_in(stopped, "migrations")
+
+        assert_one_line(result, expected)
+        assert sorted(str(path) for path in data_of(stopped).rglob("*")) == damaged
+    finally:
+        shutil.rmtree(data_of(stopped))
+        saved.rename(data_of(stopped))
+
+
+def test_an_older_layouts_pgdata_gives_one_line(tmp_path: Path) -> None:
+    old = make_checkout(tmp_path / "old")
+    (old / ".pgdata").mkdir(mode=0o700)
+    (old / ".pgdata" / "PG_VERSION").write_text("18\n")
+
+    result = run_in(old, "migrations")
+
+    assert_one_line(result, "holds a server from an older version of this project")
+
+
+def test_something_squatting_the_socket_does_not_stop_the_server_starting(stopped: Path) -> None:
+    path = stopped / ".pgdata" / ".s.PGSQL.5432"
+    with socket.socket(socket.AF_UNIX) as squatter:
+        squatter.bind(str(path))
+        squatter.listen(1)
+        path.with_name(path.name + ".lock").write_text(f"{os.getpid()}\n{data_of(stopped)}\n")
+
+        result = run_in(stopped, "migrations")
+
+    assert (result.returncode, result.stdout) == (0, ROSTER), result.output
+
+
+def waiting_for_lock(pid: int) -> bool:
+    return any(
+        line.split()[5] == str(pid) for line in Path("/proc/locks").read_text().splitlines() if "->" in line
+    )
+
+
+@pytest.mark.parametrize(
+    "command",
+    [("migrations",), ("alembic", "upgrade", "head"), ("migrations.database", "url")],
+    ids=["python -m migrations", "alembic upgrade head", "python -m migrations.database url"],
+)
+def test_ctrl_c_during_a_command_gives_one_line_and_exit_status_130(
+    checkout: Path, command: tuple[str, ...]
+) -> None:
+    environment = {k: v for k, v in os.environ.items() if k != "DATABASE_URL" and not k.startswith("PG")}
+    shell = ["bash", "-c", '"$@"; echo "exit status $?" >&2', "bash", sys.executable, "-m", *command]
+    with (checkout / ".pgdata.lock").open("a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # the command waits for it: a moment a user may press Ctrl-C
+        running = subprocess.Popen(
+            shell, cwd=checkout, env=environment, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+        )
+        children = Path(f"/proc/{running.pid}/task/{running.pid}/children")
+        deadline = time.monotonic() + 60
+        while not ((pids := children.read_text().split()) and waiting_for_lock(int(pids[0]))):
+            assert running.poll() is None, running.communicate()
+            assert time.monotonic() < deadline, "the command never waited for the lock"
+            time.sleep(0.05)
+        os.kill(int(pids[0]), signal.SIGINT)
+        stdout, stderr = running.communicate(timeout=30)
+
+    assert stderr.splitlines()[-2:] == ["error: interrupted (Ctrl-C)", "exit status 130"], stderr
+    assert "Traceback" not in stdout + stderr
