@@ -125,8 +125,8 @@ def refuse_older_layout() -> None:
     if (EMBEDDED_DIR / "PG_VERSION").exists():
         raise EmbeddedServerError(
             f"{EMBEDDED_DIR} holds a server from an older version of this project, which listened on "
-            "TCP: stop it and delete it (python -m migrations.database delete) to start afresh, after "
-            "saving what you need from it with pg_dump"
+            "TCP: save what you need from it (pg_dump), then stop and delete it with "
+            "python -m migrations.database delete, to start afresh"
         )
 
 

@@ -4,6 +4,7 @@ PostgreSQL changes its working directory to its data directory, so a process run
 ``postgres`` binary whose working directory is ours belongs to our server: this holds with or
 without ``postmaster.pid``, after the checkout moved, and across mount namespaces. Processes of
 another user are invisible to a non-root caller, which is right: our server runs as the caller.
+Without /proc (not Linux), the pid file is all there is to go by.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from migrations.database.messages import EmbeddedServerError
 # How long a killed postmaster may stay a zombie before its parent (often PID 1) reaps it.
 REAP_WAIT = 10.0
 STOP_WAIT = 60.0
+PROC = Path("/proc")
 
 
 @dataclass(frozen=True)
@@ -31,13 +33,16 @@ class Process:
 
 def servers_in(data: Path) -> list[Process]:
     """Live processes of the postgres binary working in `data`."""
+    if not PROC.is_dir():
+        pid = recorded_pid(data / "postmaster.pid")
+        return [Process(pid, 0, os.geteuid(), True)] if pid is not None and alive(pid) else []
     target = str(data)
     found = []
-    for entry in os.scandir("/proc"):
+    for entry in os.scandir(PROC):
         if not entry.name.isdigit():
             continue
         try:
-            process = Path("/proc", entry.name)
+            process = PROC / entry.name
             if str((process / "cwd").readlink()) != target:
                 continue
             if Path(str((process / "exe").readlink()).removesuffix(" (deleted)")).name != "postgres":
@@ -96,8 +101,17 @@ def alive(pid: int) -> bool:
 
 
 def state(pid: int) -> str | None:
+    """The process's state letter ("Z" for a zombie), None once it is gone."""
+    if not PROC.is_dir():
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return None
+        except PermissionError:
+            pass
+        return "?"
     try:
-        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+        return (PROC / str(pid) / "stat").read_text().rsplit(")", 1)[1].split()[0]
     except (OSError, IndexError):
         return None
 

@@ -219,7 +219,7 @@ def entering(user: ServerUser | None, dies_with_caller: bool) -> Callable[[], No
             os.setgroups([])
             os.setresgid(user.gid, user.gid, user.gid)
             os.setresuid(user.uid, user.uid, user.uid)
-        if dies_with_caller:
+        if dies_with_caller and hasattr(_libc, "prctl"):  # Linux
             _libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
 
     return enter

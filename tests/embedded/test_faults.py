@@ -139,47 +139,38 @@ def test_a_bad_setting_or_a_failed_start_gives_one_line_that_points_to_the_log(
     assert_one_line(result, "the embedded PostgreSQL did not start", expected, "server.log")
 
 
-def truncate_pg_control(checkout: Path) -> None:
-    (data_of(checkout) / "global" / "pg_control").write_bytes(b"")
+DAMAGES = {
+    "a truncated pg_control": ("global/pg_control", b"", "is damaged (global/pg_control is truncated)"),
+    "another major version's data": ("PG_VERSION", b"15\n", "database files are incompatible with server"),
+    "another checkout's cluster": (None, None, "holds another cluster than the one initialized here"),
+}
 
 
-def claim_version_15(checkout: Path) -> None:
-    (data_of(checkout) / "PG_VERSION").write_text("15\n")
-
-
-def foreign_cluster(checkout: Path, other: Path) -> None:
-    shutil.rmtree(data_of(checkout))
-    shutil.copytree(data_of(other), data_of(checkout), ignore=shutil.ignore_patterns("postmaster.pid"))
-
-
-@pytest.mark.parametrize(
-    ("damage", "expected"),
-    [
-        (truncate_pg_control, "is damaged (global/pg_control is truncated)"),
-        (claim_version_15, "database files are incompatible with server"),
-        (foreign_cluster, "holds another cluster than the one initialized here"),
-    ],
-    ids=["a truncated pg_control", "another major version's data", "another checkout's cluster"],
-)
+@pytest.mark.parametrize("damage", DAMAGES)
 def test_a_damaged_or_foreign_pgdata_gives_one_line_and_is_left_as_it_is(
-    damage: object, expected: str, stopped: Path, pair: tuple[Path, Path]
+    damage: str, stopped: Path, pair: tuple[Path, Path]
 ) -> None:
-    saved = stopped.parent / "saved-data"
-    shutil.copytree(data_of(stopped), saved)
+    file, content, expected = DAMAGES[damage]
+    data = data_of(stopped)
+    saved = data.with_name("saved")
+    if file is None:  # the whole cluster replaced by another checkout's
+        data.rename(saved)
+        shutil.copytree(data_of(pair[1]), data, ignore=shutil.ignore_patterns("postmaster.pid"))
+    else:
+        shutil.copy2(data / file, saved)
+        (data / file).write_bytes(content or b"")
+    damaged = sorted((str(path), path.stat().st_size) for path in data.rglob("*") if path.is_file())
     try:
-        if damage is foreign_cluster:
-            foreign_cluster(stopped, pair[1])
-        else:
-            damage(stopped)  # type: ignore[operator]
-        damaged = sorted(str(path) for path in data_of(stopped).rglob("*"))
-
         result = run_in(stopped, "migrations")
 
         assert_one_line(result, expected)
-        assert sorted(str(path) for path in data_of(stopped).rglob("*")) == damaged
+        assert sorted((str(p), p.stat().st_size) for p in data.rglob("*") if p.is_file()) == damaged
     finally:
-        shutil.rmtree(data_of(stopped))
-        saved.rename(data_of(stopped))
+        if file is None:
+            shutil.rmtree(data)
+            saved.rename(data)
+        else:
+            saved.replace(data / file)
 
 
 def test_an_older_layouts_pgdata_gives_one_line(tmp_path: Path) -> None:
