@@ -1,6 +1,6 @@
 """Every fault of the embedded server gives one line and a failing exit, or is recovered from on its own.
 
-One checkout, inside pytest's 0700 temporary directory, serves the module; each test leaves it
+Checkout B of conftest's pair serves the module (A is the other checkout); each test leaves it
 with its server able to start.
 """
 
@@ -24,7 +24,6 @@ from tests.helpers.checkouts import (
     EMBEDDED_LEG_ONLY,
     ROSTER,
     data_of,
-    discard_checkout,
     make_checkout,
     postmaster_of,
     run_in,
@@ -35,14 +34,10 @@ from tests.helpers.forked_cli import Finished
 pytestmark = EMBEDDED_LEG_ONLY
 
 
-@pytest.fixture(scope="module")
-def checkout(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
-    made = make_checkout(tmp_path_factory.mktemp("faults") / "clone")
-    try:
-        assert run_in(made, "migrations.database", "url").returncode == 0
-        yield made
-    finally:
-        discard_checkout(made)
+@pytest.fixture
+def checkout(pair: tuple[Path, Path]) -> Path:
+    """Checkout B of conftest's pair (A serves as another checkout)."""
+    return pair[1]
 
 
 @pytest.fixture
@@ -155,7 +150,7 @@ def test_a_damaged_or_foreign_pgdata_gives_one_line_and_is_left_as_it_is(
     saved = data.with_name("saved")
     if file is None:  # the whole cluster replaced by another checkout's
         data.rename(saved)
-        shutil.copytree(data_of(pair[1]), data, ignore=shutil.ignore_patterns("postmaster.pid"))
+        shutil.copytree(data_of(pair[0]), data, ignore=shutil.ignore_patterns("postmaster.pid"))
     else:
         shutil.copy2(data / file, saved)
         (data / file).write_bytes(content or b"")
