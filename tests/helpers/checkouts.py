@@ -123,25 +123,24 @@ def users_named(prefix: str) -> set[str]:
     return {entry.pw_name for entry in pwd.getpwall() if entry.pw_name.startswith(prefix)}
 
 
-def discard_checkout(checkout: Path, *former_paths: Path) -> list[str]:
+def discard_checkout(checkout: Path, *former_paths: Path) -> None:
     """Stop its server, remove the OS users made for it (also under `former_paths`), delete it.
 
-    Done directly, whatever state a failed test left: nothing may outlive the test session.
-    What had to be removed by force (shared memory left behind) is returned.
+    Done directly, whatever state a failed test left, shared memory included: nothing may outlive
+    the test session. (The tests of stop, delete and crashes check that none is left behind.)
     """
     data = data_of(checkout)
     owner = data.parent.stat().st_uid if data.parent.exists() else None
-    for process in processes.servers_in(data):
-        if process.is_postmaster:
-            with contextlib.suppress(Exception):
-                processes.stop(process)
-    for process in processes.servers_in(data):
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(process.pid, signal.SIGKILL)
-    forced = []
+    for directory in (data, data.parent):  # .pgdata/ itself: an older layout's server
+        for process in processes.servers_in(directory):
+            if process.is_postmaster:
+                with contextlib.suppress(Exception):
+                    processes.stop(process)
+        for process in processes.servers_in(directory):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(process.pid, signal.SIGKILL)
     if owner not in (None, os.geteuid(), 0):
-        forced = shared_memory_of(owner)
-        for segment in forced:
+        for segment in shared_memory_of(owner):
             if segment.startswith("shmid "):
                 subprocess.run(["ipcrm", "-m", segment.split()[1]], check=False)
             else:
@@ -150,7 +149,6 @@ def discard_checkout(checkout: Path, *former_paths: Path) -> list[str]:
         for path in (checkout, *former_paths):
             server_user.remove_os_user(path)
     shutil.rmtree(checkout, ignore_errors=True)
-    return forced
 
 
 def as_user(name: str) -> dict[str, Any]:
