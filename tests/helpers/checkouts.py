@@ -123,8 +123,8 @@ def users_named(prefix: str) -> set[str]:
     return {entry.pw_name for entry in pwd.getpwall() if entry.pw_name.startswith(prefix)}
 
 
-def discard_checkout(checkout: Path, *former_paths: Path) -> None:
-    """Stop its server, remove the OS users made for it (also under `former_paths`), delete it.
+def discard_checkout(checkout: Path) -> None:
+    """Stop its server, remove the OS user made for it, delete it.
 
     Done directly, whatever state a failed test left, shared memory included: nothing may outlive
     the test session. (The tests of stop, delete and crashes check that none is left behind.)
@@ -146,8 +146,7 @@ def discard_checkout(checkout: Path, *former_paths: Path) -> None:
             else:
                 Path(segment).unlink(missing_ok=True)
     if ROOT:
-        for path in (checkout, *former_paths):
-            server_user.remove_os_user(path)
+        server_user.remove_os_user(checkout)
     shutil.rmtree(checkout, ignore_errors=True)
 
 
