@@ -27,7 +27,8 @@ from tests.helpers.checkouts import (
     make_checkout,
     postmaster_of,
     run_in,
-    shared_memory_of,
+    shared_memory_left,
+    shared_memory_mapped_by,
 )
 from tests.helpers.forked_cli import Finished
 
@@ -64,19 +65,21 @@ def assert_one_line(result: Finished, *expected: str) -> None:
 def test_a_crashed_server_whose_pid_file_is_stale_simply_starts_again(checkout: Path) -> None:
     assert run_in(checkout, "migrations.database", "url").returncode == 0
     crashed = postmaster_of(checkout)
-    segments = len(shared_memory_of(crashed.uid))
+    segments = shared_memory_mapped_by(crashed.pid)
     os.kill(crashed.pid, signal.SIGKILL)
 
     result = run_in(checkout, "migrations")
 
     assert (result.returncode, result.stdout) == (0, ROSTER), result.output
     assert postmaster_of(checkout).pid != crashed.pid
-    assert len(shared_memory_of(crashed.uid)) <= segments, "the crashed server's shared memory was left"
+    assert segments
+    assert shared_memory_left(segments) == set(), "the crashed server's shared memory was left"
 
 
 def test_stop_finds_and_stops_the_server_without_its_pid_file(checkout: Path) -> None:
     assert run_in(checkout, "migrations.database", "url").returncode == 0
     running = postmaster_of(checkout)
+    segments = shared_memory_mapped_by(running.pid)
     (data_of(checkout) / "postmaster.pid").unlink()
 
     result = run_in(checkout, "migrations.database", "stop")
@@ -84,7 +87,8 @@ def test_stop_finds_and_stops_the_server_without_its_pid_file(checkout: Path) ->
     assert result.returncode == 0, result.output
     assert result.stdout.startswith("stopped the embedded PostgreSQL")
     assert not processes.alive(running.pid)
-    assert shared_memory_of(running.uid) == []
+    assert segments
+    assert shared_memory_left(segments) == set()
 
 
 @pytest.fixture

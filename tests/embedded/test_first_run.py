@@ -28,7 +28,8 @@ from tests.helpers.checkouts import (
     modes_under,
     postmaster_of,
     run_in,
-    shared_memory_of,
+    shared_memory_left,
+    shared_memory_mapped_by,
 )
 from tests.helpers.forked_cli import Finished, start_in_checkout
 
@@ -106,14 +107,15 @@ def test_the_server_runs_as_the_checkouts_own_user_and_never_with_group_0(first_
 
 def test_delete_stops_the_server_and_leaves_no_process_os_user_or_shared_memory(first_run: FirstRun) -> None:
     checkout = first_run.checkout
-    uid = postmaster_of(checkout).uid
+    segments = shared_memory_mapped_by(postmaster_of(checkout).pid)
 
     result = run_in(checkout, "migrations.database", "delete")
 
     assert result.returncode == 0, result.output
     assert not (checkout / ".pgdata").exists()
     assert processes.servers_in(data_of(checkout)) == []
-    assert shared_memory_of(uid) == [] or not ROOT
+    assert segments
+    assert shared_memory_left(segments) == set()
     if ROOT:
         with pytest.raises(KeyError):
             pwd.getpwnam(server_user.user_name(checkout))

@@ -119,6 +119,24 @@ def shared_memory_of(uid: int) -> list[str]:
     return found
 
 
+def shared_memory_mapped_by(pid: int) -> set[str]:
+    """The shared memory segments process `pid` maps, named as shared_memory_of names them."""
+    found = set()
+    for line in Path(f"/proc/{pid}/maps").read_text().splitlines():
+        fields = line.split(maxsplit=5)
+        if len(fields) == 6 and fields[5].startswith("/dev/shm/"):
+            found.add(fields[5])
+        elif len(fields) == 6 and fields[5].startswith("/SYSV"):  # its inode is the shmid
+            found.add(f"shmid {fields[4]}")
+    return found
+
+
+def shared_memory_left(segments: set[str]) -> set[str]:
+    """Which of `segments` still exist."""
+    existing = {f"shmid {line.split()[1]}" for line in Path("/proc/sysvipc/shm").read_text().splitlines()[1:]}
+    return {s for s in segments if (s in existing if s.startswith("shmid ") else Path(s).exists())}
+
+
 def users_named(prefix: str) -> set[str]:
     return {entry.pw_name for entry in pwd.getpwall() if entry.pw_name.startswith(prefix)}
 
