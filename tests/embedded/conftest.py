@@ -6,7 +6,6 @@ import shutil
 import tempfile
 import uuid
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -14,6 +13,7 @@ import pytest
 from tests.helpers.checkouts import (
     NOT_ROOT,
     ROOT,
+    Intruder,
     discard_checkout,
     linked_psql,
     make_checkout,
@@ -29,12 +29,6 @@ def open_directory() -> Iterator[Path]:
     path.chmod(0o755)
     yield path
     shutil.rmtree(path, ignore_errors=True)
-
-
-@dataclass(frozen=True)
-class Intruder:
-    name: str
-    psql: Path
 
 
 @pytest.fixture(scope="session")

@@ -22,6 +22,19 @@ from tests.helpers.forked_cli import start_in_checkout
 pytestmark = EMBEDDED_LEG_ONLY
 
 
+def writing_cluster(checkout: Path) -> bool:
+    """An initdb of this checkout runs, and has begun writing the cluster."""
+    initdb = [pid for pid in processes_mentioning(str(checkout / ".pgdata")) if is_initdb(pid)]
+    return bool(initdb) and any(path.name == "base" for path in (checkout / ".pgdata").glob("**/base"))
+
+
+def is_initdb(pid: int) -> bool:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")[0].endswith(b"initdb")
+    except OSError:
+        return False
+
+
 def killed_when(checkout: Path, moment: Callable[[], bool]) -> None:
     """Start a first run in `checkout`, and SIGKILL it the moment `moment()` holds."""
     with tempfile.TemporaryDirectory() as outputs:
@@ -41,8 +54,8 @@ def test_a_first_run_killed_during_initdb_or_right_after_it_is_recovered_by_the_
     checkout = make_checkout(tmp_path / "clone")
     staging = checkout / ".pgdata"
     try:
-        # while initdb writes the cluster into its staging directory
-        killed_when(checkout, lambda: any((path / "base").exists() for path in staging.glob("data.init-*")))
+        # while initdb writes the cluster (its base/ directory is there, not yet complete)
+        killed_when(checkout, lambda: writing_cluster(checkout))
         assert not data_of(checkout).exists()
         deadline = time.monotonic() + 10
         while processes_mentioning("data.init-") and time.monotonic() < deadline:

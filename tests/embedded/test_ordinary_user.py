@@ -19,17 +19,18 @@ from pathlib import Path
 import pytest
 
 from migrations.database import server_user
-from tests.embedded.conftest import Intruder
 from tests.helpers.checkouts import (
     EMBEDDED_LEG_ONLY,
     NOT_ROOT,
     ROOT,
     ROSTER,
+    Intruder,
     ancestry,
     as_user,
     discard_checkout,
     identity_of,
     link_tree,
+    listening_tcp_ports,
     make_checkout,
     os_user,
     postmaster_of,
@@ -102,18 +103,14 @@ def test_an_ordinary_users_server_runs_as_that_user_and_no_os_user_is_made(owner
 
 
 def test_another_user_cannot_reach_an_ordinary_users_server(owner: Owner, intruder: Intruder) -> None:
-    command = [
-        str(intruder.psql),
-        "-X",
-        "-h",
-        str(owner.checkout / ".pgdata"),
-        "-U",
-        "postgres",
-        "-c",
-        "SELECT 1",
-    ]
+    marker = Path("/tmp") / f"intruded-{uuid.uuid4().hex}"
+    copy = f"CREATE TEMP TABLE t (line text); COPY t FROM PROGRAM 'id > {marker}'"
 
-    refused = subprocess.run(command, capture_output=True, text=True, timeout=30, **as_user(intruder.name))
+    through_socket = intruder.run_sql(str(owner.checkout / ".pgdata"), copy)
+    tcp_ports = listening_tcp_ports(postmaster_of(owner.checkout).pid)
+    through_tcp = [intruder.run_sql("127.0.0.1", copy, port) for port in tcp_ports]
 
-    assert refused.returncode != 0
-    assert "Permission denied" in refused.stderr
+    assert "Permission denied" in through_socket.stderr
+    assert tcp_ports == [], "the embedded server listens on TCP"
+    assert through_tcp == []
+    assert not marker.exists()

@@ -9,20 +9,18 @@ from __future__ import annotations
 
 import contextlib
 import pwd
-import subprocess
 import uuid
 from pathlib import Path
 
 import pytest
 
 from migrations.database import processes, server_user
-from tests.embedded.conftest import Intruder
 from tests.helpers.checkouts import (
     EMBEDDED_LEG_ONLY,
     NOT_ROOT,
     ROOT,
     ROSTER,
-    as_user,
+    Intruder,
     connect_to,
     data_of,
     identity_of,
@@ -34,31 +32,6 @@ from tests.helpers.checkouts import (
 pytestmark = [EMBEDDED_LEG_ONLY, pytest.mark.skipif(not ROOT, reason=NOT_ROOT)]
 
 
-def intrude(intruder: Intruder, host: str, sql: str, port: int = 5432) -> subprocess.CompletedProcess[str]:
-    command = [
-        str(intruder.psql),
-        "-X",
-        "-h",
-        host,
-        "-p",
-        str(port),
-        "-U",
-        "postgres",
-        "-d",
-        "postgres",
-        "-c",
-        sql,
-    ]
-    return subprocess.run(
-        command,
-        capture_output=True,
-        text=True,
-        timeout=30,
-        env={"PATH": "/usr/bin:/bin"},
-        **as_user(intruder.name),
-    )
-
-
 def test_another_os_user_can_neither_connect_nor_run_copy_from_program(
     pair: tuple[Path, Path], intruder: Intruder, tmp_path: Path
 ) -> None:
@@ -66,9 +39,9 @@ def test_another_os_user_can_neither_connect_nor_run_copy_from_program(
     marker = Path("/tmp") / f"intruded-{uuid.uuid4().hex}"
     copy = f"CREATE TEMP TABLE t (line text); COPY t FROM PROGRAM 'id > {marker}'"
 
-    through_socket = intrude(intruder, str(checkout / ".pgdata"), copy)
+    through_socket = intruder.run_sql(str(checkout / ".pgdata"), copy)
     tcp_ports = listening_tcp_ports(postmaster_of(checkout).pid)
-    through_tcp = [intrude(intruder, "127.0.0.1", copy, port) for port in tcp_ports]
+    through_tcp = [intruder.run_sql("127.0.0.1", copy, port) for port in tcp_ports]
 
     assert through_socket.returncode != 0
     assert "Permission denied" in through_socket.stderr
@@ -83,7 +56,7 @@ def test_even_with_pgdata_opened_to_everyone_peer_authentication_refuses_another
     home = pair[0] / ".pgdata"
     home.chmod(0o755)
     try:
-        refused = intrude(intruder, str(home), "SELECT 1")
+        refused = intruder.run_sql(str(home), "SELECT 1")
     finally:
         home.chmod(0o700)
 
@@ -95,7 +68,6 @@ def test_each_checkout_has_an_os_user_of_its_own_without_group_0_and_cannot_read
     pair: tuple[Path, Path],
 ) -> None:
     a, b = pair
-    users = [pwd.getpwnam(server_user.user_name(checkout)) for checkout in pair]
 
     with connect_to(a, "postgres") as conn:
         conn.autocommit = True
@@ -105,11 +77,13 @@ def test_each_checkout_has_an_os_user_of_its_own_without_group_0_and_cannot_read
         with pytest.raises(Exception, match="Permission denied"):
             conn.execute("SELECT pg_read_file(%s)", (str(data_of(b) / "PG_VERSION"),))
 
-    assert [postmaster_of(checkout).uid for checkout in pair] == [user.pw_uid for user in users]
-    assert users[0].pw_uid != users[1].pw_uid
-    assert f"gid={users[0].pw_gid}(" in id_output
+    servers = [identity_of(postmaster_of(checkout).pid) for checkout in pair]
+    assert servers[0]["Uid"] != servers[1]["Uid"]
     assert "0(root)" not in id_output
-    assert identity_of(postmaster_of(a).pid)["Groups"] in ([], [users[0].pw_gid])
+    assert 0 not in servers[0]["Gid"] + servers[0]["Groups"]
+    users = [pwd.getpwnam(server_user.user_name(checkout)) for checkout in pair]
+    assert [server["Uid"][0] for server in servers] == [user.pw_uid for user in users]
+    assert f"gid={users[0].pw_gid}(" in id_output
 
 
 def test_a_command_never_uses_another_checkouts_server_whatever_its_port_and_environment_say(

@@ -18,6 +18,7 @@ import sys
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -59,7 +60,12 @@ def run_in(checkout: Path, module: str, *args: str, env: dict[str, str] | None =
 
 
 def data_of(checkout: Path) -> Path:
-    return checkout / ".pgdata" / "data"
+    """The cluster's directory: .pgdata/data, or .pgdata itself in the older layout.
+
+    Both, so that these tests, run against the older code, fail for what it does, not for where.
+    """
+    home = checkout / ".pgdata"
+    return home if (home / "PG_VERSION").exists() else home / "data"
 
 
 def postmaster_of(checkout: Path) -> processes.Process:
@@ -225,10 +231,12 @@ def site_packages() -> Path:
 
 
 def connect_to(checkout: Path, database: str = "student_course") -> psycopg.Connection[Any]:
-    """A connection to `checkout`'s embedded server, through its socket, as its owner (or root)."""
-    return psycopg.connect(
-        host=str(checkout / ".pgdata"), port=5432, user="postgres", dbname=database, connect_timeout=10
-    )
+    """A connection to `checkout`'s embedded server, as its owner (or root): through its socket, or
+    the TCP port its pid file names (the older layout's)."""
+    host, port = str(checkout / ".pgdata"), 5432
+    if not (checkout / ".pgdata" / ".s.PGSQL.5432").exists():
+        host, port = "127.0.0.1", int((data_of(checkout) / "postmaster.pid").read_text().splitlines()[3])
+    return psycopg.connect(host=host, port=port, user="postgres", dbname=database, connect_timeout=10)
 
 
 def processes_mentioning(text: str) -> list[int]:
@@ -240,3 +248,23 @@ def processes_mentioning(text: str) -> list[int]:
                 if text.encode() in (entry / "cmdline").read_bytes() and processes.alive(int(entry.name)):
                     found.append(int(entry.name))
     return found
+
+
+@dataclass(frozen=True)
+class Intruder:
+    """Another local OS user, with psql: what a hostile user of the machine has."""
+
+    name: str
+    psql: Path
+
+    def run_sql(self, host: str, sql: str, port: int = 5432) -> subprocess.CompletedProcess[str]:
+        """`sql` run with psql, as this user, as role postgres, on the server at host and port."""
+        command = [str(self.psql), "-X", "-h", host, "-p", str(port), "-U", "postgres", "-d", "postgres"]
+        return subprocess.run(
+            [*command, "-c", sql],
+            capture_output=True,
+            text=True,
+            timeout=30,
+            env={"PATH": "/usr/bin:/bin"},
+            **as_user(self.name),
+        )

@@ -109,7 +109,10 @@ class Running:
 
     def finish(self, timeout: float = 60) -> Finished:
         self.process.join(timeout)
-        assert self.process.exitcode is not None, f"still running after {timeout}s"
+        if self.process.exitcode is None:
+            self.process.kill()  # a hung command must not outlive its test
+            self.process.join()
+            raise AssertionError(f"still running after {timeout}s: {self.err.read_text()[-2000:]}")
         return Finished(self.process.exitcode, self.out.read_text(), self.err.read_text())
 
 
