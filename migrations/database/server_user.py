@@ -48,6 +48,7 @@ class ServerUser:
     gid: int
     # (directory the user cannot pass, paths below it bound back) for the private mount namespace
     views: tuple[tuple[str, tuple[str, ...]], ...] = ()
+    blocked: tuple[str, ...] = ()  # every directory on the way it cannot pass
 
     def run(
         self, args: Sequence[str | Path], *, dies_with_caller: bool = False, **options: Any
@@ -69,26 +70,38 @@ class ServerUser:
                 **options,
             )
         except subprocess.SubprocessError as error:  # the namespace or the identity change failed
-            raise EmbeddedServerError(self.unreachable(str(error))) from None
+            raise EmbeddedServerError(self.cannot_run(str(error))) from None
 
-    def unreachable(self, why: str) -> str:
-        blocked = ", ".join(directory for directory, _ in self.views) or "its directories"
+    def cannot_run(self, why: str) -> str:
+        if not self.views:
+            return f"cannot run the embedded PostgreSQL's commands as {self.name}: {why}"
         return (
-            f"cannot run the embedded PostgreSQL as {self.name}: {why}. That user cannot enter {blocked}, "
-            "and a private mount namespace needs CAP_SYS_ADMIN. Move the checkout where that user can "
-            f"reach it, or let exactly that user through: setfacl -m u:{self.name}:x <each such directory>"
+            f"the embedded PostgreSQL's user {self.name} cannot enter {self.views[0][0]}, and this process "
+            "may not give it a private view (a mount namespace needs CAP_SYS_ADMIN): move the checkout "
+            f"where that user can reach it, or let exactly that user through: "
+            f"setfacl -m u:{self.name}:x {' '.join(self.blocked)}"
         )
 
     def reaching(self, paths: Sequence[Path]) -> ServerUser:
         """This user, with a private view of each path it could not reach otherwise."""
         if os.geteuid() != 0:
             return self
-        blocked: dict[str, list[str]] = {}
-        for directory, path in unreachable_ancestors(self.uid, self.gid, paths):
-            blocked.setdefault(directory, []).append(path)
-        return ServerUser(
-            self.name, self.uid, self.gid, tuple((d, tuple(kept)) for d, kept in blocked.items())
-        )
+        blocked = unreachable_ancestors(self.uid, self.gid, paths)
+        highest: dict[str, list[str]] = {}  # a tmpfs over the highest covers all below it
+        for path, directories in blocked.items():
+            highest.setdefault(directories[0], []).append(path)
+        views = tuple((directory, tuple(kept)) for directory, kept in highest.items())
+        closed = {d for directories in blocked.values() for d in directories if self.closed_to_me(Path(d))}
+        return ServerUser(self.name, self.uid, self.gid, views, tuple(sorted(closed)))
+
+    def closed_to_me(self, directory: Path) -> bool:
+        """Whether `directory`'s own mode denies this user passage (not merely a directory above it)."""
+        found = directory.stat()
+        if found.st_uid == self.uid:
+            return not found.st_mode & 0o100
+        if found.st_gid == self.gid:
+            return not found.st_mode & 0o010
+        return not found.st_mode & 0o001
 
 
 def for_checkout(checkout: Path, data_home: Path) -> ServerUser:
@@ -177,8 +190,8 @@ def group_exists(name: str) -> bool:
     return True
 
 
-def unreachable_ancestors(uid: int, gid: int, paths: Sequence[Path]) -> list[tuple[str, str]]:
-    """(highest directory uid:gid cannot pass, path) for each path it cannot reach.
+def unreachable_ancestors(uid: int, gid: int, paths: Sequence[Path]) -> dict[str, list[str]]:
+    """For each path uid:gid cannot reach: the directories on its way it cannot pass, top down.
 
     Asked of the kernel itself (access(2), as PostgreSQL checks its binaries), in a child that
     takes on exactly the server's identity: ACLs and group bits count as they will for it.
@@ -191,12 +204,12 @@ def unreachable_ancestors(uid: int, gid: int, paths: Sequence[Path]) -> list[tup
             os.setgroups([])
             os.setresgid(gid, gid, gid)
             os.setresuid(uid, uid, uid)
-            found = []
-            for path in paths:
-                for ancestor in reversed(path.parents):
-                    if not os.access(ancestor, os.X_OK):
-                        found.append(f"{ancestor}\0{path}")
-                        break
+            found = [
+                f"{path}\0{ancestor}"
+                for path in paths
+                for ancestor in reversed(path.parents)
+                if not os.access(ancestor, os.X_OK)
+            ]
             os.write(write_end, "\n".join(found).encode())
         finally:
             os._exit(0)
@@ -204,7 +217,11 @@ def unreachable_ancestors(uid: int, gid: int, paths: Sequence[Path]) -> list[tup
     with os.fdopen(read_end, "rb") as answer:
         lines = answer.read().decode()
     os.waitpid(pid, 0)
-    return [(directory, path) for directory, path in (line.split("\0") for line in lines.splitlines())]
+    blocked: dict[str, list[str]] = {}
+    for line in lines.splitlines():
+        path, ancestor = line.split("\0")
+        blocked.setdefault(path, []).append(ancestor)
+    return blocked
 
 
 def entering(user: ServerUser | None, dies_with_caller: bool) -> Callable[[], None] | None:

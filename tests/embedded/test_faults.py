@@ -22,8 +22,11 @@ import pytest
 from migrations.database import processes
 from tests.helpers.checkouts import (
     EMBEDDED_LEG_ONLY,
+    ROOT,
     ROSTER,
+    ancestry,
     data_of,
+    discard_checkout,
     make_checkout,
     postmaster_of,
     run_in,
@@ -226,3 +229,36 @@ def test_ctrl_c_during_a_command_gives_one_line_and_exit_status_130(
 
     assert stderr.splitlines()[-2:] == ["error: interrupted (Ctrl-C)", "exit status 130"], stderr
     assert "Traceback" not in stdout + stderr
+
+
+@pytest.mark.skipif(
+    not ROOT or shutil.which("setpriv") is None, reason="needs root, and setpriv to drop a capability"
+)
+def test_without_cap_sys_admin_a_clone_its_server_user_cannot_enter_gets_one_line_and_nothing_changes(
+    tmp_path: Path,
+) -> None:
+    private = tmp_path / "private"
+    private.mkdir(mode=0o700)
+    clone = make_checkout(private / "clone")
+    environment = {k: v for k, v in os.environ.items() if k != "DATABASE_URL" and not k.startswith("PG")}
+    before = ancestry(clone)
+    try:
+        result = subprocess.run(
+            ["setpriv", "--bounding-set=-sys_admin", sys.executable, "-m", "migrations"],
+            cwd=clone,
+            env=environment,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        after = ancestry(clone)
+    finally:
+        discard_checkout(clone)
+
+    assert result.returncode == 1
+    [line] = result.stderr.splitlines()
+    assert line.startswith("error: the embedded PostgreSQL's user pgemb-"), line
+    closed = [str(d) for d in reversed(clone.parents) if not d.stat().st_mode & 0o001]  # private among them
+    assert line.endswith(f":x {' '.join(closed)}"), line  # the setfacl command that lets that user through
+    assert str(private) in closed
+    assert after == before
