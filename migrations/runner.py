@@ -56,6 +56,7 @@ COMPARISON: dict[str, Any] = {
 
 
 def configure_logging(config: Config) -> None:
+    """What a user reads: Alembic's log, each error once, and Ctrl-C as one line."""
     report_interrupts_in_one_line()
     if config.config_file_name is not None:
         fileConfig(config.config_file_name, disable_existing_loggers=False)
