@@ -20,6 +20,7 @@ from pathlib import Path
 import pytest
 
 from migrations.database import processes
+from migrations.database.embedded import binary_directories
 from tests.helpers.checkouts import (
     EMBEDDED_LEG_ONLY,
     ROOT,
@@ -258,7 +259,9 @@ def test_without_cap_sys_admin_a_clone_its_server_user_cannot_enter_gets_one_lin
     assert result.returncode == 1
     [line] = result.stderr.splitlines()
     assert line.startswith("error: the embedded PostgreSQL's user pgemb-"), line
-    closed = [str(d) for d in reversed(clone.parents) if not d.stat().st_mode & 0o001]  # private among them
-    assert line.endswith(f":x {' '.join(closed)}"), line  # the setfacl command that lets that user through
+    # the setfacl command that lets that user through every directory closed to it on its way
+    ways = [clone / ".pgdata", *binary_directories()]
+    closed = sorted({str(d) for way in ways for d in way.parents if not d.stat().st_mode & 0o001})
+    assert line.endswith(f":x {' '.join(closed)}"), line
     assert str(private) in closed
     assert after == before
