@@ -253,15 +253,15 @@ def test_without_cap_sys_admin_a_clone_its_server_user_cannot_enter_gets_one_lin
             timeout=120,
         )
         after = ancestry(clone)
+        # the setfacl command must let that user through every directory closed to it on its way
+        ways = [clone / ".pgdata", *binary_directories()]
+        closed = sorted({str(d) for way in ways for d in way.parents if not d.stat().st_mode & 0o001})
     finally:
         discard_checkout(clone)
 
     assert result.returncode == 1
     [line] = result.stderr.splitlines()
     assert line.startswith("error: the embedded PostgreSQL's user pgemb-"), line
-    # the setfacl command that lets that user through every directory closed to it on its way
-    ways = [clone / ".pgdata", *binary_directories()]
-    closed = sorted({str(d) for way in ways for d in way.parents if not d.stat().st_mode & 0o001})
     assert line.endswith(f":x {' '.join(closed)}"), line
     assert str(private) in closed
     assert after == before
