@@ -16,12 +16,13 @@ from sqlalchemy.orm import Session
 
 from migrations import ALEMBIC_INI
 from migrations.database import ensure_database_url
-from migrations.database.messages import first_line
+from migrations.database.messages import first_line, report_interrupts_in_one_line
 from migrations.database.url import DatabaseUrlError
 from models.queries import iter_roster, roster_text
 
 
 def main() -> int:
+    report_interrupts_in_one_line()
     try:
         url = ensure_database_url()
         command.upgrade(Config(ALEMBIC_INI), "head")

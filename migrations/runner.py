@@ -39,8 +39,8 @@ from sqlalchemy.pool import NullPool
 from migrations import replicas
 from migrations.bookkeeping import MIGRATION_LOCK_KEY, MIGRATION_TABLES
 from migrations.database import ensure_database_url
-from migrations.database.messages import first_line
-from migrations.database.url import DatabaseUrlError
+from migrations.database.messages import first_line, report_interrupts_in_one_line
+from migrations.database.url import DatabaseUrlError, shown
 
 log = logging.getLogger("alembic.env")
 
@@ -68,6 +68,8 @@ COMPARISON: dict[str, Any] = {
 
 
 def configure_logging(config: Config) -> None:
+    """What a user reads: Alembic's log, each error once, and Ctrl-C as one line."""
+    report_interrupts_in_one_line()
     if config.config_file_name is not None:
         fileConfig(config.config_file_name, disable_existing_loggers=False)
         # Alembic prints each error as "FAILED: ..." and logs it again; once is enough.
@@ -330,7 +332,7 @@ def connect(handed_in: object) -> Iterator[Connection]:
             f"config.attributes['connection'] holds a {type(handed_in).__name__}: "
             "hand in a SQLAlchemy Engine or Connection"
         )
-    where = handed_in.url.render_as_string(hide_password=True) if isinstance(handed_in, Engine) else "it"
+    where = shown(handed_in.url) if isinstance(handed_in, Engine) else "it"
     with ExitStack() as stack:
         try:
             connection = stack.enter_context(handed_in.connect())

@@ -7,7 +7,6 @@ they use the embedded PostgreSQL (migrations/database/).
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import Iterator
 
 import pytest
@@ -46,7 +45,7 @@ def make_database(server_url: URL) -> Iterator[MakeDatabase]:
 @pytest.fixture(scope="session")
 def password_server() -> Iterator[URL]:
     """A server that checks passwords; its password holds the characters a URL must escape."""
-    with password_checking_server(f"p@ss/w:rd%?#{uuid.uuid4().hex}") as url:
+    with password_checking_server() as url:
         yield url
 
 

@@ -1,11 +1,14 @@
 """Which PostgreSQL every command talks to: DATABASE_URL's, or else the embedded one.
 
-- ``url.py``: DATABASE_URL read and checked, with no server involved.
-- ``embedded.py``: the embedded server's lifecycle (initialize, start, stop).
+- ``url.py``: DATABASE_URL read and checked, with no server involved; URLs shown without passwords.
+- ``embedded.py``: the embedded server's lifecycle (initialize, start, prove it ours, stop, delete).
+- ``server_user.py``: which OS user runs it, and how that user reaches the checkout.
+- ``processes.py``: its processes, found through /proc rather than its pid file.
 - ``scratch.py``: databases created and dropped for the tests and the benchmark, and an
   in-process Alembic configuration bound to one.
-- ``messages.py``: a failure as the one line a user reads.
-- ``python -m migrations.database url|stop``: where the database is; stop the embedded server.
+- ``messages.py``: a failure, or Ctrl-C, as the one line a user reads.
+- ``python -m migrations.database url|stop|delete``: where the database is; stop or delete the
+  embedded server.
 """
 
 from __future__ import annotations

@@ -6,6 +6,7 @@ names, which is never written to. Without it, they go on the embedded server.
 
 from __future__ import annotations
 
+import sys
 import uuid
 from argparse import Namespace
 from collections.abc import Iterator
@@ -69,7 +70,9 @@ def alembic_config(
     timeouts, as for a command-line run. `script_location` points it at a copy of migrations/;
     offline (--sql) output goes to `output_buffer`.
     """
-    config = Config(ALEMBIC_INI, output_buffer=output_buffer, cmd_opts=Namespace(x=list(x_arguments)))
+    # stdout as it is now: Alembic's default is the one it found at import, which a test's capture is not.
+    arguments = Namespace(x=list(x_arguments))
+    config = Config(ALEMBIC_INI, output_buffer=output_buffer, stdout=sys.stdout, cmd_opts=arguments)
     if script_location is not None:
         config.set_main_option("script_location", str(script_location))
     config.attributes["connection"] = create_engine(url, poolclass=NullPool)

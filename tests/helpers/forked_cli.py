@@ -6,6 +6,10 @@ dozens of migrators, 8 at a time. Each process here is forked from a multiproces
 forkserver that has imported them once, then runs the module exactly as ``python -m`` would:
 own pid, own environment, own database connection, own exit status, stdout and stderr, so it
 can be raced, killed and inspected like any CLI process.
+
+A process can also run in another checkout of this project (a copy, for the embedded server's
+tests): it then drops the project's own ``migrations`` and ``models`` modules the forkserver
+imported and imports that checkout's, as ``python -m`` run there would.
 """
 
 from __future__ import annotations
@@ -36,13 +40,26 @@ def _start_forkserver() -> None:
         forkserver.ensure_running()
 
 
+# What every command imports: the ORM, psycopg, Alembic's commands (the project's own modules are small).
 _context.set_forkserver_preload(
-    ["tests.helpers.forked_cli", "alembic.ddl.postgresql", "sqlalchemy.dialects.postgresql.psycopg"]
+    [
+        "tests.helpers.forked_cli",
+        "alembic.command",
+        "alembic.ddl.postgresql",
+        "logging.config",
+        "psycopg",
+        "sqlalchemy.dialects.postgresql.psycopg",
+        "sqlalchemy.orm",
+    ]
 )
 
 
-def _run_module(module: str, args: list[str], env: dict[str, str], out: str, err: str) -> None:
-    os.chdir(PROJECT)
+def _run_module(module: str, args: list[str], env: dict[str, str], out: str, err: str, checkout: str) -> None:
+    os.chdir(checkout)
+    if Path(checkout) != PROJECT:
+        for name in [name for name in sys.modules if name.split(".")[0] in ("migrations", "models")]:
+            del sys.modules[name]
+        sys.path.insert(0, checkout)
     os.environ.clear()
     os.environ.update(env)
     for fd, path in ((1, out), (2, err)):
@@ -71,21 +88,31 @@ class Finished:
 
 
 class Running:
-    def __init__(self, module: str, args: list[str], env: dict[str, str], workdir: Path) -> None:
+    def __init__(
+        self, module: str, args: list[str], env: dict[str, str], workdir: Path, checkout: Path = PROJECT
+    ) -> None:
         number = next(_numbers)
         self.out, self.err = workdir / f"{module}-{number}.out", workdir / f"{module}-{number}.err"
         _start_forkserver()  # not at import: the forkserver imports this module too
         self.process = _context.Process(
-            target=_run_module, args=(module, args, env, str(self.out), str(self.err))
+            target=_run_module, args=(module, args, env, str(self.out), str(self.err), str(checkout))
         )
         self.process.start()
+
+    @property
+    def pid(self) -> int:
+        assert self.process.pid is not None
+        return self.process.pid
 
     def kill(self) -> None:
         self.process.kill()
 
     def finish(self, timeout: float = 60) -> Finished:
         self.process.join(timeout)
-        assert self.process.exitcode is not None, f"still running after {timeout}s"
+        if self.process.exitcode is None:
+            self.process.kill()  # a hung command must not outlive its test
+            self.process.join()
+            raise AssertionError(f"still running after {timeout}s: {self.err.read_text()[-2000:]}")
         return Finished(self.process.exitcode, self.out.read_text(), self.err.read_text())
 
 
@@ -93,6 +120,16 @@ def start_module(
     module: str, *args: str, url: URL, workdir: Path, env: Mapping[str, str] | None = None
 ) -> Running:
     return Running(module, list(args), alembic_env(url, env), workdir)
+
+
+def start_in_checkout(
+    checkout: Path, module: str, *args: str, workdir: Path, env: Mapping[str, str] | None = None
+) -> Running:
+    """`python -m module args` in `checkout`, on its embedded server: no DATABASE_URL, no PG* variables."""
+    inherited = {
+        k: v for k, v in os.environ.items() if k != "DATABASE_URL" and not k.startswith(("PG", "MIGRATION_"))
+    }
+    return Running(module, list(args), {**inherited, **(env or {})}, workdir, checkout)
 
 
 def start_alembic(

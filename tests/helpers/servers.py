@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import os
 import shutil
+import socket
+import subprocess
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -10,37 +13,54 @@ from pathlib import Path
 
 from sqlalchemy import URL
 
-from migrations.database.embedded import embedded_tools, free_port
+from migrations.database import processes, server_user
+from migrations.database.embedded import binaries, binary_directories
+
+# Each character a URL treats specially, between fragments the tests look for in every output.
+SERVER_PASSWORD = "Pa55@w0rd/Qx7:Zk9%?#"
 
 
 @contextmanager
-def password_checking_server(password: str) -> Iterator[URL]:
-    """A PostgreSQL that checks passwords (scram-sha-256), as a real deployment's does; the test
-    servers trust everyone. Its user postgres has `password`; the URL carries it."""
-    root = Path(tempfile.mkdtemp(prefix="scram-"))  # under /tmp, which the server's user can reach
-    (root / "pwfile").write_text(password)
-    port = free_port()
-    with embedded_tools() as tools:
-        user = tools.server_user()
-        if user is not None:
-            for path in (root, root / "pwfile"):
-                shutil.chown(path, user, user)
-        settings = {"port": port, "listen_addresses": "127.0.0.1", "unix_socket_directories": ""}
-        options = [arg for name, value in settings.items() for arg in ("-c", f"{name}={value}")]
-        tools.initdb(
-            [
-                "--auth=scram-sha-256",
-                "--username=postgres",
-                f"--pwfile={root / 'pwfile'}",
-                "--no-sync",
-                *options,
-            ],
-            pgdata=root / "data",
-            user=user,
+def password_checking_server(password: str = SERVER_PASSWORD) -> Iterator[URL]:
+    """A PostgreSQL on TCP that checks passwords (scram-sha-256), as a real deployment's does; the
+    test servers trust everyone. Its user postgres has `password`; the URL carries it.
+
+    It runs as the embedded server runs: as the caller, or as root as an OS user made for its
+    directory, removed at the end.
+    """
+    root = Path(tempfile.mkdtemp(prefix="scram-")).resolve()
+    home = root / "pg"
+    user = server_user.for_checkout(root, home)
+    try:
+        home.mkdir(mode=0o700)
+        (home / "pwfile").write_text(password)
+        if os.geteuid() == 0:
+            for path in (root, home, home / "pwfile"):
+                os.chown(path, user.uid, user.gid)
+        user = user.reaching([home, *binary_directories()])
+        data, log = str(home / "data"), str(home / "log")
+        initdb = [str(binaries() / "initdb"), "-D", data, "--auth=scram-sha-256", "-E", "UTF8"]
+        done = user.run(
+            [*initdb, "-U", "postgres", f"--pwfile={home / 'pwfile'}", "--no-sync"], capture_output=True
         )
-        tools.pg_ctl(["-w", "-l", str(root / "log"), "start"], pgdata=root / "data", user=user)
-        try:
-            yield URL.create("postgresql", "postgres", password, "127.0.0.1", port, "postgres")
-        finally:
-            tools.pg_ctl(["-w", "-m", "immediate", "stop"], pgdata=root / "data", user=user)
-            shutil.rmtree(root)
+        assert done.returncode == 0, done.stderr
+        port = free_port()
+        options = f"-c listen_addresses=127.0.0.1 -c port={port} -c unix_socket_directories=''"
+        pg_ctl = [str(binaries() / "pg_ctl"), "-D", data, "-l", log, "-w", "-o", options, "start"]
+        done = user.run(pg_ctl, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
+        assert done.returncode == 0, Path(log).read_text()
+        yield URL.create("postgresql", "postgres", password, "127.0.0.1", port, "postgres")
+    finally:
+        postmaster = processes.postmaster_of(home / "data")
+        if postmaster is not None:
+            processes.stop(postmaster)
+        shutil.rmtree(root)
+        if os.geteuid() == 0:
+            server_user.remove_os_user(root)
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port: int = probe.getsockname()[1]
+        return port

@@ -14,8 +14,8 @@ from pathlib import Path
 import pytest
 from sqlalchemy import URL
 
-from migrations.database.embedded import free_port
 from tests.helpers.commands import PROJECT
+from tests.helpers.servers import free_port
 
 SERVER = PROJECT / ".ci" / "server"
 POSTGRESQL_COMMANDS = {"psql", "postgres", "initdb", "pg_wrapper"}

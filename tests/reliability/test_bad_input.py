@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 import os
+import socket
+import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
+from urllib.parse import quote
 
 import psycopg
 import pytest
@@ -16,12 +20,14 @@ from sqlalchemy import URL
 from migrations import ALEMBIC_INI
 from migrations.database.url import conninfo
 from tests.helpers.forked_cli import Finished, run_alembic, start_module
+from tests.helpers.servers import SERVER_PASSWORD
 from tests.helpers.snapshots import snapshot, versions
 from tests.helpers.types import MakeDatabase
 
 # In every URL here, so that the tests see it is never printed. A server that checks passwords
 # (GitHub's service container, docker compose's db) gets its own instead: see with_password.
 PASSWORD = "s3cr3t-pw-XYZ"
+SECRETS = (PASSWORD, "Pa55", "w0rd", "Qx7", "Zk9")
 UNKNOWN_REVISION = "0badc0ffee00"
 COMMANDS = {
     "alembic upgrade head": ("alembic", "-c", str(ALEMBIC_INI), "upgrade", "head"),
@@ -48,8 +54,8 @@ def with_password(url: URL) -> URL:
 def assert_refused(result: Finished, expected: str, *passwords: str) -> None:
     assert result.returncode != 0
     assert "Traceback" not in result.output
-    for password in passwords or (PASSWORD,):
-        assert password not in result.output
+    for secret in (*passwords, *SECRETS):
+        assert secret not in result.output
     assert len(result.message) == 1, result.output
     assert result.message[0].startswith(("FAILED: ", "error: "))
     assert expected in result.message[0]
@@ -217,3 +223,110 @@ def test_stamp_on_a_database_without_tables_warns_that_it_created_none(
     assert versions(empty) == [head]
     # Stamping a database that has the tables (adopting an existing schema) is what stamp is for.
     assert (on_tables.returncode, on_tables.message) == (0, [])
+
+
+# Passwords holding @, / and :, given every way a URL can carry them, to every command that reads
+# DATABASE_URL: the server refuses WRONG and lets SERVER_PASSWORD in; neither may ever be printed.
+WRONG = "Zk9@Qx7/w0rd:Pa55"
+PASSWORD_FORMS: dict[str, Callable[[URL, str], str]] = {
+    "percent-encoded": lambda server, password: server.set(password=password).render_as_string(False),
+    "in the query": lambda server, password: (
+        server.render_as_string(False) + "?password=" + quote(password, safe="")
+    ),
+    "as it is": lambda server, password: server.render_as_string(False).replace(
+        "postgres@", f"postgres:{password}@", 1
+    ),
+}
+AUTH_FAILED = 'password authentication failed for user "postgres"'
+AT_REFUSED = "write an @ in a user name or password as %40"
+URL_COMMAND = ("migrations.database", "url")
+CURRENT = ("alembic", "-c", str(ALEMBIC_INI), "current")
+CASES: dict[str, tuple[str, str, tuple[str, ...], str | None]] = {
+    **{
+        f"{what}: {name}": (form, password, command, expected)
+        for name, command in COMMANDS.items()
+        for what, form, password, expected in [
+            ("wrong, percent-encoded", "percent-encoded", WRONG, AUTH_FAILED),
+            ("wrong, in the query", "in the query", WRONG, AUTH_FAILED),
+            ("wrong, / and : as they are", "as it is", "Zk9/Qx7:w0rd", AUTH_FAILED),
+            ("wrong, @ as it is", "as it is", WRONG, AT_REFUSED),
+        ]
+    },
+    "right, percent-encoded: alembic current": ("percent-encoded", SERVER_PASSWORD, CURRENT, None),
+    "right, in the query: alembic current": ("in the query", SERVER_PASSWORD, CURRENT, None),
+    "percent-encoded: url": ("percent-encoded", WRONG, URL_COMMAND, None),
+    "in the query: url": ("in the query", WRONG, URL_COMMAND, None),
+    "@ as it is: url": ("as it is", WRONG, URL_COMMAND, AT_REFUSED),
+}
+
+
+@pytest.fixture(scope="module")
+def password_results(password_server: URL, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Finished]:
+    """Every case of CASES, run at once."""
+    workdir = tmp_path_factory.mktemp("passwords")
+    server = URL.create(
+        "postgresql", "postgres", None, password_server.host, password_server.port, "postgres"
+    )
+    started = {}
+    for case, (form, password, command, _) in CASES.items():
+        module, *args = command
+        environment = {"DATABASE_URL": PASSWORD_FORMS[form](server, password)}
+        started[case] = start_module(
+            module, *args, url=URL.create("postgresql"), workdir=workdir, env=environment
+        )
+    return {case: process.finish() for case, process in started.items()}
+
+
+@pytest.mark.parametrize("case", CASES)
+def test_a_password_with_at_slash_and_colon_works_or_is_refused_and_is_never_shown(
+    case: str, password_results: dict[str, Finished]
+) -> None:
+    expected = CASES[case][3]
+    result = password_results[case]
+
+    if expected is not None:
+        assert_refused(result, expected)
+    else:
+        assert result.returncode == 0, result.output
+        assert not [secret for secret in SECRETS if secret in result.output], result.output
+
+
+@contextmanager
+def silent_listener() -> Iterator[int]:
+    """A TCP port that accepts connections and never says a word: a hung server, or another service."""
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen(64)
+        port: int = listener.getsockname()[1]
+        yield port
+
+
+def test_a_server_that_accepts_and_never_answers_gets_one_line_after_the_connect_timeout(
+    tmp_path: Path,
+) -> None:
+    commands = {**COMMANDS, "python -m bench": ("bench", "--quick")}
+    with silent_listener() as port:
+        silent = f"postgresql://postgres:{PASSWORD}@127.0.0.1:{port}/db"
+        urls = {"default": silent, "connect_timeout=2 in the URL": f"{silent}?connect_timeout=2"}
+        running, began = {}, {}
+        for name, command in commands.items():
+            for timeout, url in urls.items():
+                environment = {"DATABASE_URL": url}
+                running[name, timeout] = start_module(
+                    *command, url=URL.create("postgresql"), workdir=tmp_path, env=environment
+                )
+                began[name, timeout] = time.monotonic()
+        took: dict[tuple[str, str], float] = {}
+        while len(took) < len(running) and time.monotonic() - min(began.values()) < 60:
+            for case, process in running.items():
+                if case not in took and not process.process.is_alive():
+                    took[case] = time.monotonic() - began[case]
+            time.sleep(0.05)
+        results = {case: process.finish(timeout=5) for case, process in running.items()}
+
+    for (name, timeout), result in results.items():
+        assert_refused(result, "connection timeout expired")
+        if timeout == "default":
+            assert 9.5 < took[name, timeout] < 30, took
+        else:
+            assert took[name, timeout] < 8, took
