@@ -14,6 +14,7 @@ import platform
 import random
 import subprocess
 import sys
+import tempfile
 from collections.abc import Callable
 from functools import partial
 from pathlib import Path
@@ -25,6 +26,7 @@ from sqlalchemy import URL, create_engine
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session
 
+from bench import live
 from bench import workload as w
 from migrations.bookkeeping import SCHEMA_REVISION
 from migrations.database.messages import first_line
@@ -41,6 +43,7 @@ FULL_RUN: dict[str, Any] = {
     "target_size": 10_000,
 }
 QUICK_RUN: dict[str, Any] = {"sizes": "1000,5000", "enrollments": 100_000, "repeat": 1, "target_size": 5000}
+LIVE_ENROLLMENTS = 10_000_000
 LOOKUPS = {"students of a course": student_ids_of, "courses of a student": course_ids_of}
 
 
@@ -56,7 +59,16 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--target-size", type=int, help="size the ratio targets apply to (default: 10000)")
     parser.add_argument("--output", type=Path, default=HERE, help="where results.json and .png go")
     parser.add_argument("--quick", action="store_true", help="a smoke run: smaller sizes, one run each")
+    parser.add_argument(
+        "--live",
+        action="store_true",
+        help="only (e), the live change at 10M enrollments (minutes): writes live.json and live.png",
+    )
+    parser.add_argument("--baseline", type=float, default=15, help="(e): seconds of traffic before (15)")
+    parser.add_argument("--after", type=float, default=5, help="(e): seconds of traffic after (5)")
     args = parser.parse_args(argv)
+    if args.live and args.enrollments is None:
+        args.enrollments = LIVE_ENROLLMENTS
     for option, default in (QUICK_RUN if args.quick else FULL_RUN).items():
         if getattr(args, option) is None:
             setattr(args, option, default)
@@ -71,6 +83,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
 
 def main(argv: list[str]) -> int:
     args = parse_args(argv)
+    if args.live:
+        return main_live(args)
     try:
         server = ensure_server_url()
         results = run(server, args)
@@ -85,6 +99,25 @@ def main(argv: list[str]) -> int:
     plot(results, args.output / "results.png")
     print(report(results))
     w.log(f"wrote {args.output / 'results.json'} and {args.output / 'results.png'}")
+    return 0 if all(target["passed"] for target in results["targets"]) else 1
+
+
+def main_live(args: argparse.Namespace) -> int:
+    try:
+        server = ensure_server_url()
+        with tempfile.TemporaryDirectory() as directory:
+            results, sides = live.run(server, args, Path(directory))
+            args.output.mkdir(parents=True, exist_ok=True)
+            (args.output / "live.json").write_text(json.dumps(results, indent=2) + "\n")
+            live.plot(sides, args.output / "live.png")
+            print(live.report(results, sides))
+    except (DatabaseUrlError, CommandError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 1
+    except (DBAPIError, psycopg.Error) as error:
+        print(f"error: {first_line(getattr(error, 'orig', error))}", file=sys.stderr)
+        return 1
+    w.log(f"wrote {args.output / 'live.json'} and {args.output / 'live.png'}")
     return 0 if all(target["passed"] for target in results["targets"]) else 1
 
 

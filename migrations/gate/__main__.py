@@ -78,7 +78,7 @@ def main(argv: list[str]) -> int:
 
 def run(server: URL, release: previous_release.Release, args: argparse.Namespace) -> int:
     titles = {
-        script.revision: script.doc.splitlines()[0] if script.doc else ""
+        script.revision: (script.doc or "").partition("\n")[0]
         for script in ScriptDirectory.from_config(alembic_config(server)).walk_revisions()
     }
     load_at = args.load_at or previous_release.released_head(release)

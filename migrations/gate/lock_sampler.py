@@ -1,12 +1,13 @@
 """A thread that reads pg_locks every few milliseconds: the migrator's locks, and who waits.
 
 Each tick is one query on a connection of its own: every relation lock the migrator's backend
-holds or waits for (tables and indexes of schema public), and how many of the application's
-backends are waiting for a lock. Ticks catch what the migrator's own after-statement snapshots
-cannot: the locks of a statement that runs outside a transaction (CREATE INDEX CONCURRENTLY holds
-its lock only while it runs), requests still waiting in the queue, and the moment, within a long
-statement, a lock was taken. A lock held for d seconds is seen for d plus or minus one tick;
-``gaps`` gives the ticks' real spacing.
+holds or waits for (tables and indexes of schema public), and which of the application's
+backends wait for the migrator, for a row lock too (pg_locks does not list row locks;
+``pg_blocking_pids`` names whom a waiter waits for). Ticks catch what the migrator's own
+after-statement snapshots cannot: the locks of a statement that runs outside a transaction
+(CREATE INDEX CONCURRENTLY holds its lock only while it runs), requests still waiting in the
+queue, and the moment, within a long statement, a lock was taken. A lock held for d seconds is
+seen for d plus or minus one tick; ``gaps`` gives the ticks' real spacing.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from typing import Any
 
 import psycopg
 from sqlalchemy import URL
@@ -28,8 +30,9 @@ INTERVAL = 0.005
 TICK = """
 SELECT l.relation::oid, coalesce(c.relname, l.relation::text),
        coalesce(t.relname, c.relname, l.relation::text), l.mode, l.granted,
-       (SELECT count(*) FROM pg_stat_activity
-        WHERE application_name = %(application)s AND wait_event_type = 'Lock')
+       (SELECT array_agg(a.pid) FROM pg_stat_activity AS a
+        WHERE a.application_name = %(application)s AND a.wait_event_type = 'Lock'
+          AND %(pid)s = ANY(pg_blocking_pids(a.pid)))
 FROM (SELECT 1) AS one
 LEFT JOIN (
     pg_locks AS l
@@ -53,7 +56,7 @@ class Sighting:
 class Tick:
     at: float
     sightings: tuple[Sighting, ...]
-    waiting_applications: int
+    blocked: frozenset[int]  # the application's backends waiting for the migrator
 
 
 @dataclass
@@ -76,7 +79,7 @@ class LockSampler:
                 self._stop.set()
                 thread.join()
 
-    def _run(self, conn: psycopg.Connection[tuple[object, ...]]) -> None:
+    def _run(self, conn: psycopg.Connection[tuple[Any, ...]]) -> None:
         cursor = conn.cursor()
         while not self._stop.is_set():
             pid = self.pid
@@ -92,11 +95,10 @@ class LockSampler:
         return [later.at - earlier.at for earlier, later in zip(self.ticks, self.ticks[1:], strict=False)]
 
 
-def tick(at: float, rows: list[tuple[object, ...]]) -> Tick:
+def tick(at: float, rows: list[tuple[Any, ...]]) -> Tick:
     sightings = tuple(
-        Sighting(Lock(int(str(oid)), str(relation), str(table), str(mode)), bool(granted))
+        Sighting(Lock(oid, relation, table, mode), granted)
         for oid, relation, table, mode, granted, _ in rows
         if oid is not None
     )
-    waiting = int(str(rows[0][5])) if rows else 0
-    return Tick(at, sightings, waiting)
+    return Tick(at, sightings, frozenset(rows[0][5] or ()) if rows else frozenset())

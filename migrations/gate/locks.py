@@ -9,7 +9,7 @@ served. SHARE UPDATE EXCLUSIVE (CREATE INDEX CONCURRENTLY, VALIDATE CONSTRAINT) 
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 # Weakest first: pg_locks' name, and the name LOCK TABLE and the documentation use.
 MODES = {
@@ -37,11 +37,15 @@ def strength(mode: str) -> int:
 
 @dataclass(frozen=True)
 class Lock:
-    """A relation lock: on a table, or on one of its indexes (`relation` is then the index)."""
+    """A relation lock: on a table, or on one of its indexes (`relation` is then the index).
+
+    The same lock whatever names it was seen under: a relation created or dropped by the
+    migrator's open transaction has a name only that transaction sees, or only the others.
+    """
 
     oid: int
-    relation: str
-    table: str
+    relation: str = field(compare=False)
+    table: str = field(compare=False)
     mode: str
 
     @property

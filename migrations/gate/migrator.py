@@ -40,20 +40,25 @@ STEP_LOG = "alembic.runtime.migration"
 
 # What other sessions see at a revision's start: tables that hold rows, and every relation.
 VISIBLE = """
-SELECT c.relname, c.relkind, pg_relation_filenode(c.oid),
+SELECT c.oid, c.relname, coalesce(t.relname, c.relname), c.relkind, pg_relation_filenode(c.oid),
        c.relkind IN ('r', 'p') AND pg_relation_size(c.oid) > 0
 FROM pg_class AS c
+LEFT JOIN pg_index AS i ON i.indexrelid = c.oid
+LEFT JOIN pg_class AS t ON t.oid = i.indrelid
 WHERE c.relnamespace = 'public'::regnamespace AND c.relkind IN ('r', 'p', 'i', 'I')
 """
 # On the migrator's connection right after a statement: its transaction's locks, tables' files.
 AFTER_STATEMENT = """
-SELECT 'lock', l.relation::oid, c.relname, coalesce(t.relname, c.relname), l.mode
+SELECT 'lock', l.relation::oid, coalesce(c.relname, l.relation::text),
+       coalesce(t.relname, c.relname, l.relation::text), l.mode
 FROM pg_locks AS l
-JOIN pg_class AS c ON c.oid = l.relation
+LEFT JOIN pg_class AS c ON c.oid = l.relation
 LEFT JOIN pg_index AS i ON i.indexrelid = l.relation
 LEFT JOIN pg_class AS t ON t.oid = i.indrelid
 WHERE l.pid = pg_backend_pid() AND l.locktype = 'relation' AND l.granted
-  AND c.relnamespace = 'public'::regnamespace
+  AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database())
+  -- schema public's relations, and those this transaction dropped (the others still see them)
+  AND (c.oid IS NULL OR c.relnamespace = 'public'::regnamespace)
 UNION ALL
 SELECT 'file', c.oid, c.relname, c.relname, pg_relation_filenode(c.oid)::text
 FROM pg_class AS c
@@ -85,7 +90,7 @@ class Revision:
     revision: str
     started: float
     populated: frozenset[str]  # tables holding rows when it began
-    existing: frozenset[str]  # tables and indexes other sessions could see when it began
+    existing: dict[int, tuple[str, str]]  # the tables and indexes other sessions saw: oid: (name, table)
     filenodes: dict[str, int]
     statements: list[Statement] = field(default_factory=list)
 
@@ -120,15 +125,15 @@ class Recorder:
     # Alembic's "Running upgrade a -> b" record: a revision starts.
     def step_started(self, revision: str) -> None:
         assert self.observer is not None
-        populated, existing, filenodes = set(), set(), {}
-        for name, kind, filenode, holds_rows in self.observer.execute(VISIBLE):
-            existing.add(name)
+        populated, existing, filenodes = set(), {}, {}
+        for oid, name, table, kind, filenode, holds_rows in self.observer.execute(VISIBLE):
+            existing[oid] = (name, table)
             if kind in ("r", "p") and name not in MIGRATION_TABLES:
                 filenodes[name] = filenode
                 if holds_rows:
                     populated.add(name)
         self.recording.revisions.append(
-            Revision(revision, time.monotonic(), frozenset(populated), frozenset(existing), filenodes)
+            Revision(revision, time.monotonic(), frozenset(populated), existing, filenodes)
         )
 
     def before(self, conn: Any, cursor: Any, sql: str, *args: Any) -> None:

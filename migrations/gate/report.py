@@ -9,7 +9,9 @@ behind a waiting request as it does behind a granted one.
 
 The rules, for tables that held rows when the revision began (``populated``):
 
-- a lock that blocks the application's reads or writes is held longer than the budget;
+- a lock that blocks the application's reads or writes is held longer than the budget, or the
+  application waited longer than that for the migrator (for rows it locked, which pg_locks does
+  not list: one UPDATE of many rows);
 - a table is rewritten (its relfilenode changes);
 - a revision keeps such a lock while its transaction goes on to other, slow statements: the
   lock itself was taken by a fast statement, and a linter reading that statement sees nothing
@@ -68,7 +70,8 @@ class StatementReport:
     statement: Statement
     holds: list[Hold]
     rewritten: dict[str, tuple[int, int]]  # table: (relfilenode before, after)
-    application_wait: float | None
+    application_wait: float | None  # the longest time one transaction spent at the server meanwhile
+    application_blocked: float  # the longest the sampler saw one application backend wait for it
 
     @property
     def sql(self) -> str:
@@ -162,11 +165,14 @@ def statement_reports(
             if table in revision.populated and table in filenodes and filenodes[table] != node
         }
         blocking_end = max([statement.ended, *(hold.released for hold in holds if hold.blocks_application)])
+        if statement.in_transaction and not math.isnan(statement.transaction_ended):
+            blocking_end = max(blocking_end, statement.transaction_ended)  # its row locks last as long
         wait = None
         if measured is not None and not math.isnan(statement.ended):
             wait = measured.longest_wait(statement.started, blocking_end)
+        blocked = longest_block(ticks, statement.started, blocking_end)
         if not NOT_SHOWN.search(statement.sql) or holds or rewritten:
-            reports.append(StatementReport(revision.revision, statement, holds, rewritten, wait))
+            reports.append(StatementReport(revision.revision, statement, holds, rewritten, wait, blocked))
         if statement.error is None:
             held_before = statement.locks
             filenodes.update(statement.filenodes)
@@ -180,16 +186,16 @@ def statement_holds(
     """The locks `statement` took on relations other sessions could see, and how long each was held."""
     during = [tick for tick in ticks if statement.started <= tick.at <= statement.ended]
     first_seen: dict[Lock, float] = {}
-    last_seen: dict[Lock, float] = {}
     for tick in during:
         for sighting in tick.sightings:
             first_seen.setdefault(sighting.lock, tick.at)
-            last_seen[sighting.lock] = tick.at
-    taken = (set(statement.locks) | set(first_seen)) - held_before
     holds = []
-    for lock in taken:
-        if lock.relation not in revision.existing or lock.table in MIGRATION_TABLES:
+    for lock in (set(statement.locks) | set(first_seen)) - held_before:
+        if lock.oid not in revision.existing:
             continue  # created by this revision: no other session can see it yet
+        relation, table = revision.existing[lock.oid]
+        if table in MIGRATION_TABLES:
+            continue
         requested = statement.started
         if lock in first_seen:
             unseen = [tick.at for tick in during if tick.at < first_seen[lock]]
@@ -199,23 +205,52 @@ def statement_holds(
         released = statement.locks_released if lock in statement.locks else statement.ended
         if math.isnan(released):
             released = statement.ended
-        holds.append(Hold(lock, requested, released, statement.ended, lock.table in revision.populated))
+        named = Lock(lock.oid, relation, table, lock.mode)
+        holds.append(Hold(named, requested, released, statement.ended, table in revision.populated))
     return sorted(holds, key=lambda hold: (hold.lock.table, hold.lock.relation, strength(hold.lock.mode)))
 
 
+def longest_block(ticks: list[Tick], start: float, end: float) -> float:
+    """The longest one application backend was seen waiting for the migrator within [start, end]."""
+    longest, since, last = 0.0, dict[int, float](), dict[int, float]()
+    for tick in (tick for tick in ticks if start <= tick.at <= end):
+        for pid in [pid for pid in since if pid not in tick.blocked]:
+            longest = max(longest, last[pid] - since.pop(pid))
+        for pid in tick.blocked:
+            since.setdefault(pid, tick.at)
+            last[pid] = tick.at
+    return max([longest, *(last[pid] - first for pid, first in since.items())])
+
+
 def violations(report: RevisionReport, budget: float) -> Iterable[Violation]:
-    """Per statement: each populated table it rewrote, and its longest hold over the budget."""
+    """Per statement, one finding: the populated tables it rewrote, else its longest hold over the budget."""
     statements = report.statements
+    holding = set()  # transactions that hold a lock blocking the application: they explain its waits
     for index, row in enumerate(statements):
-        for table, (before, after) in row.rewritten.items():
-            yield Violation(
-                row.revision,
-                row.sql,
-                f"rewrote {table} (relfilenode {before} -> {after}), a table holding rows, under an "
-                f"ACCESS EXCLUSIVE lock, in {ms(row.seconds)}; {advice(row.sql)}",
-            )
+        if row.rewritten:
+            for table, (before, after) in row.rewritten.items():
+                held = max(
+                    (hold.seconds for hold in row.holds if hold.lock.table == table), default=row.seconds
+                )
+                yield Violation(
+                    row.revision,
+                    row.sql,
+                    f"rewrote {table} (relfilenode {before} -> {after}), a table holding rows, holding "
+                    f"ACCESS EXCLUSIVE on it for {ms(held)}; {advice(row.sql)}",
+                )
+            continue
         over = [hold for hold in row.holds if hold.blocks_application and hold.seconds > budget]
+        explained = row.statement.transaction in holding and row.statement.in_transaction
+        if any(hold.blocks_application for hold in row.holds) and row.statement.in_transaction:
+            holding.add(row.statement.transaction)
         if not over:
+            if row.application_blocked > budget and not explained:
+                yield Violation(
+                    row.revision,
+                    row.sql,
+                    f"made the application wait {ms(row.application_blocked)} for rows it locked, over the "
+                    f"{ms(budget)} budget: change them in batches, each its own short transaction (backfill)",
+                )
             continue
         hold = max(over, key=lambda hold: (hold.seconds, hold.lock.blocks_reads))
         blocked = "reads and writes" if hold.lock.blocks_reads else "writes"
