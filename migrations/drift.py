@@ -14,7 +14,6 @@ Exit status: 0 the schema matches, 1 it drifted, 2 it could not be checked.
 
 from __future__ import annotations
 
-import argparse
 import os
 import sys
 from dataclasses import dataclass
@@ -27,7 +26,7 @@ from sqlalchemy.exc import DBAPIError
 from migrations import SCRIPT_LOCATION
 from migrations.catalog import catalog, fingerprint
 from migrations.database import embedded, ensure_database_url
-from migrations.database.messages import first_line
+from migrations.database.messages import OneLineArgumentParser, first_line
 from migrations.database.url import DatabaseUrlError, conninfo, parse_database_url
 from migrations.fingerprints import built_catalog
 from migrations.history import MANIFEST, UPDATE, read_manifest
@@ -116,7 +115,7 @@ def report(where: str, found: Drift) -> str:
 
 
 def main(argv: list[str]) -> int:
-    parser = argparse.ArgumentParser(prog="python -m migrations.drift", description=__doc__.splitlines()[0])
+    parser = OneLineArgumentParser(prog="python -m migrations.drift", description=__doc__.splitlines()[0])
     parser.add_argument("--revision", help="the revision to compare with, instead of alembic_version's")
     args = parser.parse_args(argv)
     try:

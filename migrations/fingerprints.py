@@ -9,14 +9,37 @@ says how), so one fingerprint per revision holds on every supported version.
 
 from __future__ import annotations
 
+import logging
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from alembic import command
-from sqlalchemy import URL
+from alembic.config import Config
+from sqlalchemy import URL, create_engine
+from sqlalchemy.pool import NullPool
 
 from migrations import SCRIPT_LOCATION
 from migrations.catalog import catalog
-from migrations.database.scratch import alembic_config, scratch_database
+from migrations.database.scratch import scratch_database
+
+
+@contextmanager
+def quietly_upgraded(server: URL, script_location: Path) -> Iterator[tuple[URL, Config]]:
+    """A scratch database, and Alembic bound to it without alembic.ini's logging: these commands
+    print what differs, not Alembic's progress."""
+    config = Config()
+    config.set_main_option("script_location", str(script_location))
+    alembic_log = logging.getLogger("alembic")
+    level = alembic_log.level
+    alembic_log.setLevel(logging.WARNING)
+    try:
+        with scratch_database(server, prefix="fingerprint") as url:
+            config.attributes["connection"] = engine = create_engine(url, poolclass=NullPool)
+            yield url, config
+            engine.dispose()
+    finally:
+        alembic_log.setLevel(level)
 
 
 def built_catalogs(
@@ -24,8 +47,7 @@ def built_catalogs(
 ) -> dict[str, list[str]]:
     """Each of `revisions`' catalog lines (base first), upgrading one scratch database step by step."""
     built = {}
-    with scratch_database(server, prefix="fingerprint") as url:
-        config = alembic_config(url, script_location=script_location)
+    with quietly_upgraded(server, script_location) as (url, config):
         for revision in revisions:
             command.upgrade(config, revision)
             built[revision] = catalog(url)
@@ -34,6 +56,6 @@ def built_catalogs(
 
 def built_catalog(server: URL, revision: str, script_location: Path = SCRIPT_LOCATION) -> list[str]:
     """The catalog lines upgrading to `revision` builds."""
-    with scratch_database(server, prefix="fingerprint") as url:
-        command.upgrade(alembic_config(url, script_location=script_location), revision)
+    with quietly_upgraded(server, script_location) as (url, config):
+        command.upgrade(config, revision)
         return catalog(url)

@@ -21,7 +21,7 @@ from alembic.util import CommandError
 from sqlalchemy import URL
 from sqlalchemy.exc import DBAPIError
 
-from migrations.database.messages import first_line
+from migrations.database.messages import OneLineArgumentParser, first_line
 from migrations.database.scratch import alembic_config, ensure_server_url, scratch_database
 from migrations.database.url import DatabaseUrlError
 from migrations.gate import lock_budget, previous_release
@@ -45,7 +45,7 @@ def seconds(text: str) -> float:
 
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="python -m migrations.gate", description=__doc__.splitlines()[0])
+    parser = OneLineArgumentParser(prog="python -m migrations.gate", description=__doc__.splitlines()[0])
     parser.add_argument("--enrollments", type=int, default=1_000_000, help="rows of student_course (1000000)")
     parser.add_argument(
         "--budget", type=seconds, default=lock_budget.DEFAULT_BUDGET, help="longest blocking lock (100ms)"
@@ -68,7 +68,7 @@ def main(argv: list[str]) -> int:
         server = ensure_server_url()
         release = previous_release.resolve(args.previous) if args.previous else previous_release.find()
         return run(server, release, args)
-    except (CommandError, DatabaseUrlError) as error:
+    except (CommandError, DatabaseUrlError, RuntimeError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
     except (DBAPIError, psycopg.Error) as error:
@@ -77,52 +77,62 @@ def main(argv: list[str]) -> int:
 
 
 def run(server: URL, release: previous_release.Release, args: argparse.Namespace) -> int:
-    titles = {
-        script.revision: (script.doc or "").partition("\n")[0]
-        for script in ScriptDirectory.from_config(alembic_config(server)).walk_revisions()
-    }
+    revisions = ScriptDirectory.from_config(alembic_config(server))
+    titles = {script.revision: (script.doc or "").partition("\n")[0] for script in revisions.walk_revisions()}
+    head = revisions.get_current_head()
     load_at = args.load_at or previous_release.released_head(release)
     if load_at not in titles:
         raise CommandError(f"--load-at {load_at}: no such revision in this history")
     students, courses = shape(args.enrollments)
     with scratch_database(server, prefix="gate") as url:
-        log(f"applying the revisions up to {load_at} ({release.name}'s head) to empty tables")
+        log(f"applying the revisions up to {load_at} to empty tables")
         empty = lock_budget.measure(url, load_at, budget=args.budget)
-        log(f"loading {args.enrollments:,} enrollments ({students:,} students, {courses:,} courses)")
-        population = populate(url, args.enrollments, log)
-        log(f"applying the newer revisions under {args.clients} x {args.rate:g}/s of application traffic")
-        busy = lock_budget.measure(
-            url, "head", population=population, budget=args.budget, traffic=Settings(args.clients, args.rate)
-        )
+        busy = None
+        if load_at != head:
+            log(f"loading {args.enrollments:,} enrollments ({students:,} students, {courses:,} courses)")
+            population = populate(url, args.enrollments, log)
+            log(f"applying the newer revisions under {args.clients} x {args.rate:g}/s of application traffic")
+            busy = lock_budget.measure(
+                url,
+                "head",
+                population=population,
+                budget=args.budget,
+                traffic=Settings(args.clients, args.rate),
+            )
     log(f"running {release.name}'s code against the new head")
     older = previous_release.check(server, release)
     print(report(args, load_at, empty, busy, older, titles))
-    return 1 if empty.violations or busy.violations or not older.passed else 0
+    return 1 if empty.violations or (busy and busy.violations) or not older.passed else 0
 
 
 def report(
     args: argparse.Namespace,
     load_at: str,
     empty: lock_budget.Measurement,
-    busy: lock_budget.Measurement,
+    busy: lock_budget.Measurement | None,
     older: previous_release.PreviousReleaseReport,
     titles: dict[str, str],
 ) -> str:
-    revisions: list[RevisionReport] = [*empty.reports, *busy.reports]
+    revisions: list[RevisionReport] = [*empty.reports, *(busy.reports if busy else [])]
+    loaded = (
+        f"Data loaded at {load_at}: {args.enrollments:,} enrollments; traffic {args.clients} x "
+        f"{args.rate:g}/s while the newer revisions run."
+        if busy
+        else f"No revision after {load_at}: nothing to apply to a populated database."
+    )
     parts = [
-        f"Lock budget {args.budget * 1000:.0f} ms. Data loaded at {load_at}: {args.enrollments:,} "
-        f"enrollments; traffic {args.clients} x {args.rate:g}/s while the newer revisions run.",
+        f"Lock budget {args.budget * 1000:.0f} ms. {loaded}",
         *(render(revision, titles.get(revision.revision.revision, "")) for revision in revisions),
     ]
-    if busy.traffic is not None:
+    if busy is not None and busy.traffic is not None:
         windows = ", ".join(
             f"{name}: {busy.traffic.latency(*busy.window(name))}" for name in ("before", "during", "after")
         )
         parts.append(f"Application traffic: {windows}.")
-    gaps = sorted(busy.tick_gaps)
+    gaps = sorted(busy.tick_gaps) if busy else []
     if gaps:
         parts.append(
-            f"pg_locks sampled {len(busy.ticks):,} times, every {gaps[len(gaps) // 2] * 1000:.1f} ms "
+            f"pg_locks sampled {len(gaps) + 1:,} times, every {gaps[len(gaps) // 2] * 1000:.1f} ms "
             f"(p99 {gaps[int(len(gaps) * 0.99)] * 1000:.1f} ms)."
         )
     new = ", ".join(older.new_revisions) or "none"
@@ -130,7 +140,7 @@ def report(
         f"Previous release {older.release.name} (head {older.head}; revisions since: {new}), its code run "
         f"against the new head through {older.exercise}: {'PASS' if older.passed else 'FAIL'}"
     )
-    failures = [*empty.violations, *busy.violations, *older.findings]
+    failures = [*empty.violations, *(busy.violations if busy else []), *older.findings]
     if failures:
         parts.append("FAIL:\n" + "\n".join(f"- {failure}" for failure in failures))
     else:

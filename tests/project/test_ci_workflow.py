@@ -17,14 +17,19 @@ pytestmark = pytest.mark.migrations
 WORKFLOW = PROJECT / ".github" / "workflows" / "ci.yml"
 
 
-def readme_test_command() -> str:
-    """The command in the README's quick start that runs the tests, without its comment."""
-    quick_start = re.search(r"^## Quick start\n(.*?)^## ", (PROJECT / "README.md").read_text(), re.M | re.S)
-    assert quick_start, "README.md has no '## Quick start' section"
-    block = re.search(r"^```sh\n(.*?)^```", quick_start[1], re.M | re.S)
-    assert block, "README.md's quick start has no ```sh block"
-    [command] = [line.split("#")[0].strip() for line in block[1].splitlines() if "pytest" in line]
+def readme_command(section: str, word: str) -> str:
+    """The command containing `word` in README section `section`'s first sh block, without its comment."""
+    found = re.search(rf"^## {section}\n(.*?)^## ", (PROJECT / "README.md").read_text(), re.M | re.S)
+    assert found, f"README.md has no '## {section}' section"
+    block = re.search(r"^```sh\n(.*?)^```", found[1], re.M | re.S)
+    assert block, f"README.md's {section} has no ```sh block"
+    [command] = [line.split("#")[0].strip() for line in block[1].splitlines() if word in line]
     return command
+
+
+def readme_test_command() -> str:
+    """The command in the README's quick start that runs the tests."""
+    return readme_command("Quick start", "pytest")
 
 
 @pytest.fixture(scope="module")
@@ -80,4 +85,12 @@ def test_the_steps_set_up_uv_lint_type_check_and_run_exactly_the_readme_test_com
         "uv run ruff format --check .",
         "uv run mypy",
         readme_test_command(),
+        readme_command("Before you deploy", "migrations.gate"),
     ]
+
+
+def test_the_checkout_fetches_the_tags_and_history_the_gates_previous_release_check_needs(
+    job: dict[str, Any],
+) -> None:
+    [checkout] = [step for step in job["steps"] if step.get("uses", "").startswith("actions/checkout@")]
+    assert checkout["with"]["fetch-depth"] == 0  # GitHub's default, 1, has no tag and no previous commit
