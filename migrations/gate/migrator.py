@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import logging
 import math
+import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -121,6 +122,9 @@ class Recorder:
         self.current: Statement | None = None
         self.open: list[Statement] = []  # statements whose transaction has not ended yet
         self.observer: psycopg.Connection[Any] | None = None
+        # The migrator's thread: a helper may run statements on other connections of the same
+        # engine from threads of its own (a watcher of who blocks the migrator, say).
+        self.thread = threading.get_ident()
 
     # Alembic's "Running upgrade a -> b" record: a revision starts.
     def step_started(self, revision: str) -> None:
@@ -137,6 +141,8 @@ class Recorder:
         )
 
     def before(self, conn: Any, cursor: Any, sql: str, *args: Any) -> None:
+        if threading.get_ident() != self.thread:
+            return
         self.on_backend(cursor.connection.info.backend_pid)
         revision = self.recording.revisions[-1] if self.recording.revisions else None
         statement = Statement(
@@ -147,7 +153,7 @@ class Recorder:
 
     def after(self, conn: Any, cursor: Any, *args: Any) -> None:
         statement = self.current
-        if statement is None:
+        if statement is None or threading.get_ident() != self.thread:
             return
         statement.ended = time.monotonic()
         dbapi = cursor.connection
@@ -164,7 +170,7 @@ class Recorder:
         self.current = None
 
     def failed(self, context: ExceptionContext) -> None:
-        if self.current is not None:
+        if self.current is not None and threading.get_ident() == self.thread:
             self.current.ended = time.monotonic()
             self.current.error = first_line(context.original_exception)
             # A failed statement leaves its transaction open (aborted) until the rollback.
@@ -190,11 +196,13 @@ class Recorder:
 
         def do_commit(dbapi_connection: Any) -> None:
             commit(dbapi_connection)
-            self.transaction_ended()
+            if threading.get_ident() == self.thread:
+                self.transaction_ended()
 
         def do_rollback(dbapi_connection: Any) -> None:
             rollback(dbapi_connection)
-            self.transaction_ended()
+            if threading.get_ident() == self.thread:
+                self.transaction_ended()
 
         # This engine's own dialect instance: the server has released the locks once these return.
         dialect.do_commit = do_commit  # type: ignore[method-assign]
