@@ -26,6 +26,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from alembic import context
 
 from migrations import runner
@@ -52,18 +54,17 @@ def run_migrations_offline() -> None:
 
 
 def run_migrations_online() -> None:
-    """Run them on the database, one migrator at a time, under the timeouts."""
+    """Run them on the database, one migrator at a time, under the timeouts, in batches of steps."""
     with runner.session(config) as session:
-        if session.moved_by_another_migrator:
-            return
-        context.configure(
-            connection=session.connection,
-            target_metadata=target_metadata,
-            transaction_per_migration=not session.one_transaction,
-            **runner.COMPARISON,
-        )
-        with context.begin_transaction():
-            context.run_migrations()
+
+        def migrate(**batch: Any) -> None:
+            context.configure(
+                connection=session.connection, target_metadata=target_metadata, **batch, **runner.COMPARISON
+            )
+            with context.begin_transaction():
+                context.run_migrations()
+
+        session.run(migrate)
 
 
 if context.is_offline_mode():

@@ -11,12 +11,14 @@ from __future__ import annotations
 import re
 import sys
 
-from sqlalchemy import Column, ForeignKeyConstraint, MetaData, Table, UniqueConstraint
+from sqlalchemy import Column, ForeignKeyConstraint, MetaData, Table, UniqueConstraint, create_engine
 
 from migrations import SCRIPT_LOCATION
 from models import metadata
 
 README = SCRIPT_LOCATION.parent / "README.md"
+# Types as PostgreSQL spells them; the engine is never connected.
+POSTGRESQL = create_engine("postgresql+psycopg://").dialect
 BLOCK = re.compile(r"(<!-- er-diagram:start -->\n).*?(<!-- er-diagram:end -->)", re.DOTALL)
 
 
@@ -24,8 +26,8 @@ def attribute(column: Column[object]) -> str:
     keys = ",".join(
         key for key, applies in (("PK", column.primary_key), ("FK", column.foreign_keys)) if applies
     )
-    # A Mermaid attribute type is one word: DOUBLE PRECISION becomes DOUBLE_PRECISION.
-    type_name = re.sub(r"[^\w()\[\]-]+", "_", str(column.type))
+    # As PostgreSQL spells it, in one word as Mermaid needs: TIMESTAMP_WITH_TIME_ZONE.
+    type_name = re.sub(r"[^\w()\[\]-]+", "_", column.type.compile(dialect=POSTGRESQL))
     return " ".join(filter(None, [type_name, column.name, keys, '"nullable"' if column.nullable else ""]))
 
 

@@ -6,9 +6,9 @@ from sqlalchemy import BigInteger, CheckConstraint, Identity, Text
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from models.base import Base
-from models.student_course import student_course
 
 if TYPE_CHECKING:
+    from models.student_course import Enrollment
     from models.students import Student
 
 
@@ -20,10 +20,15 @@ class Course(Base):
     title: Mapped[str] = mapped_column(Text)
 
     students: Mapped[list[Student]] = relationship(
-        secondary=student_course,
+        secondary="student_course",
         back_populates="courses",
         order_by="Student.id",
         passive_deletes=True,
+    )
+    enrollments: Mapped[list[Enrollment]] = relationship(
+        back_populates="course",
+        viewonly=True,
+        order_by="Enrollment.student_id",
     )
 
     def __repr__(self) -> str:

@@ -9,7 +9,10 @@
 - ``student_ids_of`` / ``course_ids_of``: one side of the enrollments, read from an
   index of ``student_course`` alone (an index-only scan), never from a join, and
   returned in one array.
-- ``enroll_many``: any number of pairs in one statement (``unnest`` of two arrays).
+- ``newest_students_of``: a course's students, newest enrollment first, unknown dates last, a
+  page at a time (keyset pagination: the next page starts after the last row seen), each page
+  read from one index range with no sort, however deep.
+- ``enroll_many``: any number of pairs in one statement (``unnest`` of two arrays), dated now.
 - ``enroll`` / ``unenroll``: one pair, idempotent, True when something changed.
 
 An id that names no row raises ``UnknownStudentError`` or ``UnknownCourseError``, naming the
@@ -19,15 +22,16 @@ until it is expired (``session.expire(student)``) or the session commits.
 """
 
 from collections.abc import Iterable, Iterator, Sequence
+from datetime import datetime
 
 from psycopg.errors import ForeignKeyViolation
-from sqlalchemy import Column, Select, bindparam, delete, func, select, text
+from sqlalchemy import Select, bindparam, delete, func, select, text, tuple_
 from sqlalchemy.dialects.postgresql import aggregate_order_by
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.orm import Session, selectinload
+from sqlalchemy.orm import InstrumentedAttribute, Session, selectinload
 
 from models.courses import Course
-from models.student_course import student_course
+from models.student_course import Enrollment
 from models.students import Student
 
 
@@ -64,8 +68,8 @@ ROSTER = (
             text("'{}'"),
         ),
     )
-    .outerjoin(student_course, student_course.c.student_id == Student.id)
-    .outerjoin(Course, Course.id == student_course.c.course_id)
+    .outerjoin(Enrollment, Enrollment.student_id == Student.id)
+    .outerjoin(Course, Course.id == Enrollment.course_id)
     .group_by(Student.id)
     .order_by(Student.id)
 )
@@ -83,7 +87,9 @@ def roster_text(roster: Iterable[tuple[str, Sequence[str]]]) -> str:
     )
 
 
-def ids_opposite(side: Column[int], wanted: Column[int]) -> Select[Sequence[int]]:
+def ids_opposite(
+    side: InstrumentedAttribute[int], wanted: InstrumentedAttribute[int]
+) -> Select[Sequence[int]]:
     """`wanted` of the enrollments whose `side` is :id, ascending, as one array (NULL for none).
 
     One row holding an array, not a row per id: once the index is read, rows are the cost.
@@ -92,8 +98,8 @@ def ids_opposite(side: Column[int], wanted: Column[int]) -> Select[Sequence[int]
 
 
 # Built once: building a statement costs more than running it through an index.
-STUDENT_IDS_OF = ids_opposite(student_course.c.course_id, student_course.c.student_id)
-COURSE_IDS_OF = ids_opposite(student_course.c.student_id, student_course.c.course_id)
+STUDENT_IDS_OF = ids_opposite(Enrollment.course_id, Enrollment.student_id)
+COURSE_IDS_OF = ids_opposite(Enrollment.student_id, Enrollment.course_id)
 
 
 def student_ids_of(session: Session, course_id: int) -> list[int]:
@@ -112,10 +118,58 @@ def course_ids_of(session: Session, student_id: int) -> list[int]:
     return list(ids or ())
 
 
+# A page of a course's enrollments in the order of ix_student_course_course_id_enrolled_at_student_id:
+# newest first, undated last, ties by student_id descending, so "after a row" is one row comparison.
+NEWEST_FIRST = (
+    select(Enrollment.student_id, Enrollment.enrolled_at)
+    .where(Enrollment.course_id == bindparam("course_id"))
+    .order_by(Enrollment.enrolled_at.desc().nulls_last(), Enrollment.student_id.desc())
+    .limit(bindparam("limit"))
+)
+# After a dated row: the dated rows after it (undated rows compare as NULL and drop out) ...
+DATED_AFTER = NEWEST_FIRST.where(
+    tuple_(Enrollment.enrolled_at, Enrollment.student_id)
+    < tuple_(bindparam("enrolled_at"), bindparam("student_id"))
+)
+# ... and, once those run out, the undated ones; after an undated row, the undated ones after it.
+UNDATED_AFTER = NEWEST_FIRST.where(
+    Enrollment.enrolled_at.is_(None), Enrollment.student_id < bindparam("student_id")
+)
+
+Page = list[tuple[int, datetime | None]]
+MAX_BIGINT = 2**63 - 1
+
+
+def newest_students_of(
+    session: Session, course_id: int, *, limit: int = 50, after: tuple[int, datetime | None] | None = None
+) -> Page:
+    """A page of `limit` (student_id, enrolled_at) of the course: newest first, unknown dates last.
+
+    The next page is ``newest_students_of(..., after=page[-1])``; an empty page is the end. Each
+    statement reads one range of the index, index-only, with no sort.
+    """
+    params = {"course_id": course_id, "limit": limit}
+    if after is None:
+        page: Page = [(s, t) for s, t in session.execute(NEWEST_FIRST, params)]
+        if not page:
+            raise_unknown(session, courses=[course_id])
+        return page
+    student_id, enrolled_at = after
+    if enrolled_at is None:
+        return [(s, t) for s, t in session.execute(UNDATED_AFTER, {**params, "student_id": student_id})]
+    dated = {**params, "student_id": student_id, "enrolled_at": enrolled_at}
+    page = [(s, t) for s, t in session.execute(DATED_AFTER, dated)]
+    if len(page) < limit:
+        rest = {**params, "limit": limit - len(page), "student_id": MAX_BIGINT}
+        page += [(s, t) for s, t in session.execute(UNDATED_AFTER, rest)]
+    return page
+
+
 ENROLL = text(
     """
-    INSERT INTO student_course (student_id, course_id)
-    SELECT * FROM unnest(CAST(:students AS bigint[]), CAST(:courses AS bigint[]))
+    INSERT INTO student_course (student_id, course_id, enrolled_at)
+    SELECT student_id, course_id, now()
+    FROM unnest(CAST(:students AS bigint[]), CAST(:courses AS bigint[])) AS pair(student_id, course_id)
     ON CONFLICT DO NOTHING
     """
 )
@@ -153,9 +207,7 @@ def enroll(session: Session, student_id: int, course_id: int) -> bool:
 def unenroll(session: Session, student_id: int, course_id: int) -> bool:
     """Unenroll one pair; False when it was not enrolled."""
     deleted = session.connection().execute(
-        delete(student_course).where(
-            student_course.c.student_id == student_id, student_course.c.course_id == course_id
-        )
+        delete(Enrollment).where(Enrollment.student_id == student_id, Enrollment.course_id == course_id)
     )
     if not deleted.rowcount:
         raise_unknown(session, [student_id], [course_id])

@@ -6,10 +6,10 @@ from sqlalchemy import BigInteger, CheckConstraint, Identity, Text
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from models.base import Base
-from models.student_course import student_course
 
 if TYPE_CHECKING:
     from models.courses import Course
+    from models.student_course import Enrollment
 
 
 class Student(Base):
@@ -20,10 +20,15 @@ class Student(Base):
     name: Mapped[str] = mapped_column(Text)
 
     courses: Mapped[list[Course]] = relationship(
-        secondary=student_course,
+        secondary="student_course",
         back_populates="students",
         order_by="Course.id",
         passive_deletes=True,
+    )
+    enrollments: Mapped[list[Enrollment]] = relationship(
+        back_populates="student",
+        viewonly=True,
+        order_by="Enrollment.course_id",
     )
 
     def __repr__(self) -> str:

@@ -13,6 +13,7 @@ import pytest
 from sqlalchemy import URL, Engine, create_engine
 from sqlalchemy.pool import NullPool
 
+from migrations.bookkeeping import SEED_REVISION
 from migrations.database.scratch import create_database, drop_database, ensure_server_url
 from tests.helpers.commands import alembic
 from tests.helpers.types import EngineAt, MakeDatabase
@@ -53,6 +54,21 @@ def head_template(make_database: MakeDatabase) -> str:
 def head_url(make_database: MakeDatabase, head_template: str) -> URL:
     """A fresh database at head, seeded."""
     return make_database(template=head_template)
+
+
+@pytest.fixture(scope="session")
+def seed_template(make_database: MakeDatabase) -> str:
+    """A database at the seed's data migration, the revisions after it not applied."""
+    url = make_database()
+    alembic("upgrade", SEED_REVISION, url=url)
+    assert url.database is not None
+    return url.database
+
+
+@pytest.fixture
+def seeded_url(make_database: MakeDatabase, seed_template: str) -> URL:
+    """A fresh database at the seed's data migration: its downgrade is the next step down."""
+    return make_database(template=seed_template)
 
 
 @pytest.fixture

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
+from alembic.script import Script
 from alembic.util import CommandError
 
 from migrations import SCRIPT_LOCATION
@@ -98,23 +100,25 @@ def test_manifest_lines_in_another_order_than_the_history_are_reported_as_a_reor
 
 def test_revisions_whose_down_revisions_were_swapped_are_reported_as_reordered(tmp_path: Path) -> None:
     copy = copy_migrations(tmp_path)
-    base, head = (Path(script.path) for script in scripts(copy))
-    base_id = scripts(copy)[0].revision
-    base.write_text(
-        base.read_text().replace(
-            "down_revision: str | Sequence[str] | None = None", f"down_revision = {HEAD!r}"
-        )
-    )
-    head.write_text(
-        head.read_text().replace(
-            f'down_revision: str | Sequence[str] | None = "{base_id}"', "down_revision = None"
-        )
-    )
-    assert [Path(script.path) for script in scripts(copy)] == [head, base]
+    first, second, *rest = scripts(copy)
+
+    def point(script: Script, new: str | None) -> None:
+        path = Path(script.path)
+        source = re.sub(r"^down_revision\b.*$", f"down_revision = {new!r}", path.read_text(), flags=re.M)
+        path.write_text(source)
+
+    # The second revision now comes first, and whatever followed the second now follows the first.
+    point(first, second.revision)
+    point(second, None)
+    if rest:
+        point(rest[0], first.revision)
+    recorded = [Path(script.path).name for script in (first, second, *rest)]
+    chained = [Path(script.path).name for script in (second, first, *rest)]
+    assert [Path(script.path).name for script in scripts(copy)] == chained
     [problem] = manifest_problems(copy)
     assert problem == (
-        f"the revisions were reordered: {MANIFEST} records {base.name}, {head.name} but their "
-        f"down_revisions chain {head.name}, {base.name}; restore what changed: git checkout -- migrations/"
+        f"the revisions were reordered: {MANIFEST} records {', '.join(recorded)} but their "
+        f"down_revisions chain {', '.join(chained)}; restore what changed: git checkout -- migrations/"
     )
 
 

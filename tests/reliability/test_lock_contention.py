@@ -1,18 +1,27 @@
-"""A migration that queues behind another session's lock gives up after lock_timeout."""
+"""A migration that queues behind another session's lock gives up after lock_timeout, and retries."""
 
 from __future__ import annotations
 
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import psycopg
 import pytest
+from alembic.config import Config
+from alembic.script import ScriptDirectory
 from sqlalchemy import URL
 
+from migrations import ALEMBIC_INI
 from migrations.bookkeeping import SCHEMA_REVISION
 from migrations.database.url import conninfo
-from tests.helpers.forked_cli import run_alembic
-from tests.helpers.snapshots import snapshot
+from tests.helpers.forked_cli import run_alembic, start_alembic
+from tests.helpers.snapshots import snapshot, versions
 from tests.helpers.types import MakeDatabase
+
+HEAD = ScriptDirectory.from_config(Config(ALEMBIC_INI)).get_current_head()
 
 
 @pytest.fixture
@@ -23,37 +32,100 @@ def schema_url(make_database: MakeDatabase, tmp_path: Path) -> URL:
     return url
 
 
-@pytest.mark.parametrize(
-    ("start", "command"),
-    [("schema_url", ("upgrade", "head")), ("head_url", ("downgrade", "-1"))],
-    ids=["seed upgrade", "seed downgrade"],
-)
-def test_a_migration_blocked_by_a_table_lock_fails_after_lock_timeout_and_changes_nothing(
-    start: str, command: tuple[str, ...], request: pytest.FixtureRequest, tmp_path: Path
-) -> None:
-    url: URL = request.getfixturevalue(start)
-    before = snapshot(url)
+@dataclass
+class Holder:
+    url: URL
+    connection: psycopg.Connection[Any]
+    pid: int
+    snapshot_before: list[str]
+
+
+@pytest.fixture
+def holder_of_students(request: pytest.FixtureRequest) -> Iterator[Holder]:
+    """A session holding ACCESS EXCLUSIVE on students, as a long transaction would."""
+    url: URL = request.getfixturevalue(request.param)
+    before = snapshot(url)  # reading the catalog would wait for the lock too
     with psycopg.connect(conninfo(url)) as holder:
         holder.execute("LOCK TABLE students IN ACCESS EXCLUSIVE MODE")
-        result = run_alembic(*command, url=url, workdir=tmp_path, env={"MIGRATION_LOCK_TIMEOUT": "1s"})
+        yield Holder(url, holder, holder.info.backend_pid, before)
         holder.rollback()
+
+
+SEED_STEPS = {
+    "seed upgrade": ("schema_url", ("upgrade", "head")),
+    "seed downgrade": ("seeded_url", ("downgrade", "-1")),
+}
+
+
+@pytest.mark.parametrize(
+    ("holder_of_students", "command"),
+    [pytest.param(start, command, id=name) for name, (start, command) in SEED_STEPS.items()],
+    indirect=["holder_of_students"],
+)
+def test_a_migration_blocked_by_a_table_lock_retries_then_fails_naming_the_holder_and_changes_nothing(
+    holder_of_students: Holder, command: tuple[str, ...], tmp_path: Path
+) -> None:
+    url, pid = holder_of_students.url, holder_of_students.pid
+    settings = {"MIGRATION_LOCK_TIMEOUT": "300ms", "MIGRATION_LOCK_RETRIES": "1"}
+
+    result = run_alembic(*command, url=url, workdir=tmp_path, env=settings)
 
     assert result.returncode != 0
     assert "Traceback" not in result.output
-    assert result.message == [
-        "FAILED: a migration waited longer than lock_timeout (1s) for a lock another session holds; "
-        "the database stays at its revision. Retry when that session ends (see pg_stat_activity), "
-        "or raise MIGRATION_LOCK_TIMEOUT"
-    ]
-    assert snapshot(url) == before
+    retries = [line for line in result.message if "; retrying in 1s (retry 1 of 1," in line]
+    assert len(retries) == 1, result.output
+    [failure] = [line for line in result.message if line.startswith("FAILED")]
+    assert failure.startswith(
+        "FAILED: a migration waited longer than lock_timeout (300ms) for a lock another session holds, "
+        "2 times (MIGRATION_LOCK_RETRIES=1); the database stays at its revision; the lock was held by "
+        f"pid {pid}, in a transaction for "
+    ), failure
+    assert "s: LOCK TABLE students IN ACCESS EXCLUSIVE MODE" in failure
+    assert failure.endswith(
+        "Retry when that session ends (see pg_stat_activity), or raise MIGRATION_LOCK_TIMEOUT"
+    )
+    assert len(result.message) == 2, result.output
+    holder_of_students.connection.rollback()
+    assert snapshot(url) == holder_of_students.snapshot_before
+
+
+@pytest.mark.parametrize("holder_of_students", ["schema_url"], indirect=True)
+def test_a_migration_retried_after_the_holder_commits_succeeds(
+    holder_of_students: Holder, tmp_path: Path
+) -> None:
+    url, holder = holder_of_students.url, holder_of_students.connection
+    settings = {"MIGRATION_LOCK_TIMEOUT": "300ms", "MIGRATION_LOCK_RETRIES": "2"}
+    migrator = start_alembic("upgrade", "head", url=url, workdir=tmp_path, env=settings)
+    wait_for_a_lock_wait(url)
+    time.sleep(0.5)  # past the first lock_timeout: the migrator is waiting to retry
+    holder.commit()
+
+    result = migrator.finish()
+
+    assert result.returncode == 0, result.output
+    assert sum("; retrying in " in line for line in result.message) == 1, result.output
+    assert versions(url) == [HEAD]
+
+
+def wait_for_a_lock_wait(url: URL) -> None:
+    deadline = time.monotonic() + 30
+    with psycopg.connect(conninfo(url), autocommit=True) as conn:
+        while time.monotonic() < deadline:
+            if conn.execute(
+                "SELECT 1 FROM pg_stat_activity "
+                "WHERE datname = current_database() AND wait_event_type = 'Lock'"
+            ).fetchone():
+                return
+            time.sleep(0.02)
+    raise AssertionError("the migrator never waited for a lock")
 
 
 @pytest.mark.parametrize(
     ("setting", "expected"),
-    [({}, "3s"), ({"MIGRATION_LOCK_TIMEOUT": "1s"}, "1s")],
+    [({}, "500ms"), ({"MIGRATION_LOCK_TIMEOUT": "1s"}, "1s")],
     ids=["default", "MIGRATION_LOCK_TIMEOUT=1s"],
 )
-def test_lock_timeout_is_a_few_seconds_unless_migration_lock_timeout_says_otherwise(
+def test_lock_timeout_is_half_a_second_unless_migration_lock_timeout_says_otherwise(
     setting: dict[str, str], expected: str, make_database: MakeDatabase, tmp_path: Path
 ) -> None:
     # Offline SQL shows the session settings online runs make too (runner.Settings).

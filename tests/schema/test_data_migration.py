@@ -3,7 +3,7 @@
 from alembic import command
 from sqlalchemy import URL
 
-from migrations.bookkeeping import SCHEMA_REVISION
+from migrations.bookkeeping import SCHEMA_REVISION, SEED_REVISION
 from migrations.database.scratch import alembic_config
 from tests.helpers.snapshots import execute, rows
 from tests.helpers.types import MakeDatabase
@@ -36,50 +36,50 @@ def add_user_rows(url: URL) -> None:
     )
 
 
-def test_head_holds_exactly_the_seed_students_courses_and_enrollments(head_url: URL) -> None:
-    assert set(rows(head_url, ENROLLMENTS)) == SEED_ENROLLMENTS
-    assert sorted(rows(head_url, "SELECT name FROM students")) == [("Alice",), ("Bob",)]
-    assert sorted(rows(head_url, "SELECT title FROM courses")) == [("History",), ("Mathematics",)]
+def test_the_seed_holds_exactly_the_seed_students_courses_and_enrollments(seeded_url: URL) -> None:
+    assert set(rows(seeded_url, ENROLLMENTS)) == SEED_ENROLLMENTS
+    assert sorted(rows(seeded_url, "SELECT name FROM students")) == [("Alice",), ("Bob",)]
+    assert sorted(rows(seeded_url, "SELECT title FROM courses")) == [("History",), ("Mathematics",)]
 
 
-def test_downgrade_removes_seeded_rows_but_keeps_user_rows_and_what_they_reference(head_url: URL) -> None:
-    add_user_rows(head_url)
+def test_downgrade_removes_seeded_rows_but_keeps_user_rows_and_what_they_reference(seeded_url: URL) -> None:
+    add_user_rows(seeded_url)
 
-    command.downgrade(alembic_config(head_url), "-1")
+    command.downgrade(alembic_config(seeded_url), "-1")
 
-    assert set(rows(head_url, ENROLLMENTS)) == {("Carol", "History"), ("Bob", "Art")}
-    assert sorted(rows(head_url, "SELECT name FROM students")) == [("Bob",), ("Carol",)]
-    assert sorted(rows(head_url, "SELECT title FROM courses")) == [("Art",), ("History",)]
-    assert rows(head_url, "SELECT to_regclass('alembic_seed_rows')") == [(None,)]
-
-
-def test_user_rows_survive_a_downgrade_upgrade_downgrade_cycle_unchanged(head_url: URL) -> None:
-    add_user_rows(head_url)
-    command.downgrade(alembic_config(head_url), "-1")
-    after_first_downgrade = snapshot(head_url)
-
-    command.upgrade(alembic_config(head_url), "head")
-    assert set(rows(head_url, ENROLLMENTS)) == SEED_ENROLLMENTS | {("Carol", "History"), ("Bob", "Art")}
-
-    command.downgrade(alembic_config(head_url), "-1")
-    assert snapshot(head_url) == after_first_downgrade
+    assert set(rows(seeded_url, ENROLLMENTS)) == {("Carol", "History"), ("Bob", "Art")}
+    assert sorted(rows(seeded_url, "SELECT name FROM students")) == [("Bob",), ("Carol",)]
+    assert sorted(rows(seeded_url, "SELECT title FROM courses")) == [("Art",), ("History",)]
+    assert rows(seeded_url, "SELECT to_regclass('alembic_seed_rows')") == [(None,)]
 
 
-def test_a_renamed_seed_row_is_the_users_and_survives_the_downgrade(head_url: URL) -> None:
-    execute(head_url, "UPDATE students SET name = 'Alicia' WHERE name = 'Alice'")
+def test_user_rows_survive_a_downgrade_upgrade_downgrade_cycle_unchanged(seeded_url: URL) -> None:
+    add_user_rows(seeded_url)
+    command.downgrade(alembic_config(seeded_url), "-1")
+    after_first_downgrade = snapshot(seeded_url)
 
-    command.downgrade(alembic_config(head_url), "-1")
+    command.upgrade(alembic_config(seeded_url), SEED_REVISION)
+    assert set(rows(seeded_url, ENROLLMENTS)) == SEED_ENROLLMENTS | {("Carol", "History"), ("Bob", "Art")}
 
-    assert rows(head_url, "SELECT name FROM students") == [("Alicia",)]
+    command.downgrade(alembic_config(seeded_url), "-1")
+    assert snapshot(seeded_url) == after_first_downgrade
 
 
-def test_seeding_a_database_that_already_holds_the_seed_adds_and_changes_nothing(head_url: URL) -> None:
-    before = snapshot(head_url)
-    command.stamp(alembic_config(head_url), SCHEMA_REVISION)
+def test_a_renamed_seed_row_is_the_users_and_survives_the_downgrade(seeded_url: URL) -> None:
+    execute(seeded_url, "UPDATE students SET name = 'Alicia' WHERE name = 'Alice'")
 
-    command.upgrade(alembic_config(head_url), "head")
+    command.downgrade(alembic_config(seeded_url), "-1")
 
-    assert snapshot(head_url) == before
+    assert rows(seeded_url, "SELECT name FROM students") == [("Alicia",)]
+
+
+def test_seeding_a_database_that_already_holds_the_seed_adds_and_changes_nothing(seeded_url: URL) -> None:
+    before = snapshot(seeded_url)
+    command.stamp(alembic_config(seeded_url), SCHEMA_REVISION)
+
+    command.upgrade(alembic_config(seeded_url), SEED_REVISION)
+
+    assert snapshot(seeded_url) == before
 
 
 def test_seeding_reuses_a_users_same_named_rows_and_its_downgrade_leaves_them(
@@ -90,7 +90,7 @@ def test_seeding_reuses_a_users_same_named_rows_and_its_downgrade_leaves_them(
     execute(url, "INSERT INTO students (name) VALUES ('Alice')", "INSERT INTO courses (title) VALUES ('Art')")
     users_rows = snapshot(url)
 
-    command.upgrade(alembic_config(url), "head")
+    command.upgrade(alembic_config(url), SEED_REVISION)
     assert rows(url, "SELECT count(*) FROM students WHERE name = 'Alice'") == [(1,)]
     assert set(rows(url, ENROLLMENTS)) == SEED_ENROLLMENTS
 

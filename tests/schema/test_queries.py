@@ -5,7 +5,7 @@ from sqlalchemy import URL, func, select, text
 from sqlalchemy.orm import Session
 
 from bench.workload import only_index_only_scans, statements
-from models import Course, Student, student_course
+from models import Course, Enrollment, Student
 from models.queries import (
     UnknownCourseError,
     UnknownStudentError,
@@ -48,7 +48,7 @@ def seeded(session: Session) -> tuple[int, int, int, int]:
 
 
 def enrollments(session: Session) -> set[tuple[int, int]]:
-    return {(s, c) for s, c in session.execute(select(student_course))}
+    return {(s, c) for s, c in session.execute(select(Enrollment.student_id, Enrollment.course_id))}
 
 
 def loaded_roster(session: Session) -> list[tuple[str, list[str]]]:
@@ -163,4 +163,4 @@ def test_unknown_ids_raise_an_error_naming_them_and_change_nothing(
             unenroll(session, 998, maths)
         assert enrollments(session) == before  # the transaction is still usable
         session.commit()
-        assert session.scalar(select(func.count()).select_from(student_course)) == len(before)
+        assert session.scalar(select(func.count()).select_from(Enrollment)) == len(before)
