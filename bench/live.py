@@ -341,12 +341,13 @@ def report(results: dict[str, Any], sides: list[Side]) -> str:
 
 
 def plot(sides: list[Side], path: Path) -> None:
+    """Each side's application latency over time; each migration statement shaded and numbered."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    figure, axes = plt.subplots(len(sides), 1, figsize=(15, 9), sharey=True)
+    figure, axes = plt.subplots(len(sides), 1, figsize=(16, 4.5 * len(sides)), sharey=True)
     for axis, s in zip(axes, sides, strict=True):
         start = s.measurement.recording.started
         done = [t for t in s.traffic.transactions if t.error is None]
@@ -358,28 +359,28 @@ def plot(sides: list[Side], path: Path) -> None:
             axis.scatter(
                 [t.scheduled - start for t in failed],
                 [t.latency * 1000 for t in failed],
-                s=8,
+                s=10,
                 color="red",
                 marker="x",
+                label="failed",
             )
-        for report in s.measurement.reports:
-            for row in report.statements:
-                begin, end = row.statement.started - start, row.statement.ended - start
-                axis.axvspan(begin, max(end, begin + 0.05), color="tab:orange", alpha=0.25)
-                axis.text(
-                    begin,
-                    1.02,
-                    shortened(row.sql, 38),
-                    rotation=60,
-                    fontsize=6,
-                    transform=axis.get_xaxis_transform(),
-                )
+            axis.legend(loc="upper right")
+        rows = [row for report in s.measurement.reports for row in report.statements]
+        legend = []
+        for number, row in enumerate(rows, 1):
+            begin, end = row.statement.started - start, row.statement.ended - start
+            axis.axvspan(begin, max(end, begin + 0.02), color="tab:orange", alpha=0.3)
+            axis.text(begin, 1.01, str(number), fontsize=7, transform=axis.get_xaxis_transform())
+            legend.append(f"{number}. {shortened(row.sql, 58)} ({row.seconds:.2f} s)")
+        axis.text(
+            1.01, 1, "\n".join(legend), fontsize=7, va="top", family="monospace", transform=axis.transAxes
+        )
         axis.set(
             yscale="log",
             ylabel="application latency (ms)",
             title=f"{s.name}: longest application wait {ms(s.longest_application_wait)}, "
             f"migration {s.migration_seconds:.1f} s",
         )
-    axes[-1].set_xlabel("seconds since alembic upgrade head started (shaded: each migration statement)")
-    figure.tight_layout()
+    axes[-1].set_xlabel("seconds since alembic upgrade head started; shaded and numbered: each statement")
+    figure.subplots_adjust(left=0.05, right=0.62, hspace=0.35)
     figure.savefig(path, dpi=100)

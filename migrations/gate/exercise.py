@@ -63,9 +63,9 @@ def run(database_url: str) -> list[str]:
 
     step("the seed's demo (ORM inserts, then the roster)", demo)
 
-    def call(name: str, *args: Any) -> Any:
+    def call(name: str, *args: Any, **keywords: Any) -> Any:
         function = getattr(queries, name, None)
-        return None if function is None else function(*args)
+        return None if function is None else function(*args, **keywords)
 
     def reads() -> None:
         with Session(engine) as session:
@@ -78,9 +78,13 @@ def run(database_url: str) -> list[str]:
             list(call("iter_roster", session) or [])
             call("student_ids_of", session, course.id)
             call("course_ids_of", session, student.id)
+            page = call("newest_students_of", session, course.id, limit=1)
+            if page:
+                call("newest_students_of", session, course.id, limit=1, after=page[-1])
             _ = [course.title for course in student.courses], [other.name for other in course.students]
+            _ = [(row.course_id, row.enrolled_at) for row in getattr(student, "enrollments", [])]
 
-    step("its queries (roster, iter_roster, student_ids_of, course_ids_of, relationships)", reads)
+    step("its queries (roster, iter_roster, the lookups, newest_students_of, relationships)", reads)
 
     def writes() -> None:
         with Session(engine) as session:

@@ -2,7 +2,8 @@
 
 ``measure`` runs the application's traffic (when the database is populated) and the lock
 sampler, waits `warmup` seconds so that the traffic has a baseline, runs ``alembic upgrade`` to
-`target` through the recording migrator, lets the traffic run `cooldown` seconds more, then
+`target` through the recording migrator, lets the traffic catch up with what the migration kept it
+from sending and run `cooldown` seconds more, then
 puts the three recordings together, statement by statement (report.py). The benchmark's live
 change (bench/live.py) calls the same function at 10M enrollments.
 """
@@ -33,6 +34,7 @@ class Measurement:
     traffic: Measured | None
     reports: list[RevisionReport]
     budget: float
+    caught_up: float  # when the application had sent all the migration held back (its end, without traffic)
 
     @property
     def violations(self) -> list[Violation]:
@@ -42,15 +44,26 @@ class Measurement:
         return found
 
     def window(self, name: str) -> tuple[float, float]:
-        """'before', 'during' or 'after' the migration, as monotonic times."""
+        """'before', 'during' or 'after' the migration, as monotonic times.
+
+        'during' lasts until the application caught up: what the migration held back is its doing.
+        """
         assert self.traffic is not None
         start = self.traffic.started
-        end = max((t.ended for t in self.traffic.transactions), default=self.recording.ended)
+        end = max((t.ended for t in self.traffic.transactions), default=self.caught_up)
         return {
             "before": (start, self.recording.started),
-            "during": (self.recording.started, self.recording.ended),
-            "after": (self.recording.ended, end),
+            "during": (self.recording.started, self.caught_up),
+            "after": (self.caught_up, end),
         }[name]
+
+
+def caught_up(measured: Measured, patience: float = 600) -> float:
+    """Wait until the application has sent what it could not send while the migration blocked it."""
+    deadline = time.monotonic() + patience
+    while measured.behind() > 0.1 and time.monotonic() < deadline:
+        time.sleep(0.2)
+    return time.monotonic()
 
 
 def measure(
@@ -78,7 +91,9 @@ def measure(
             sampler.pid = pid
 
         recording = migrator.upgrade(url, target, script_location=script_location, on_backend=follow)
+        done = recording.ended
         if measured is not None:
+            done = caught_up(measured)
             time.sleep(cooldown)
     reports = revision_reports(recording, sampler.ticks, measured, budget)
-    return Measurement(recording, sampler.ticks, sampler.gaps(), measured, reports, budget)
+    return Measurement(recording, sampler.ticks, sampler.gaps(), measured, reports, budget, done)

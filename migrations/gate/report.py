@@ -75,7 +75,8 @@ class StatementReport:
 
     @property
     def sql(self) -> str:
-        return " ".join(self.statement.sql.split())
+        # As the driver sends it: a literal % is doubled for its parameter style.
+        return " ".join(self.statement.sql.replace("%%", "%").split())
 
     @property
     def seconds(self) -> float:
@@ -249,7 +250,7 @@ def violations(report: RevisionReport, budget: float) -> Iterable[Violation]:
                     row.revision,
                     row.sql,
                     f"made the application wait {ms(row.application_blocked)} for rows it locked, over the "
-                    f"{ms(budget)} budget: change them in batches, each its own short transaction (backfill)",
+                    f"{ms(budget)} budget: change them in batches, each its own short transaction",
                 )
             continue
         hold = max(over, key=lambda hold: (hold.seconds, hold.lock.blocks_reads))

@@ -23,7 +23,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from typing import Any
@@ -111,6 +111,8 @@ def percentile(values: list[float], fraction: float) -> float:
 class Measured:
     transactions: list[Transaction] = field(default_factory=list)
     started: float = 0.0
+    # While it runs: how far behind its schedule the slowest client is, in seconds.
+    behind: Callable[[], float] = lambda: 0.0
 
     def scheduled_in(self, start: float, end: float) -> list[Transaction]:
         return [t for t in self.transactions if start <= t.scheduled < end]
@@ -177,6 +179,15 @@ class Traffic:
             if not ready.startswith("ready"):
                 raise RuntimeError(f"the traffic did not start: {ready.strip() or 'no answer'}")
             measured.started = float(ready.split()[1])
+
+            def behind() -> float:
+                assert process.stdin is not None
+                assert process.stdout is not None
+                process.stdin.write("behind\n")
+                process.stdin.flush()
+                return float(process.stdout.readline())
+
+            measured.behind = behind
             yield measured
         finally:
             output, _ = process.communicate("stop\n", timeout=600)
@@ -187,8 +198,14 @@ Row = tuple[str, float, float, float, str | None]
 
 
 def client(
-    number: int, conn: psycopg.Connection[Any], population: Population, rate: float, stop: threading.Event
+    number: int,
+    conn: psycopg.Connection[Any],
+    population: Population,
+    rate: float,
+    stop: threading.Event,
+    due: list[float | None],
 ) -> list[Row]:
+    """Send transactions on schedule until `stop`; `due[number]` is the schedule of the one overdue."""
     rng = random.Random(number)  # noqa: S311 - reproducible traffic, not secrets
     kinds = [kind for kind, (_, weight) in TRANSACTIONS.items() for _ in range(weight)]
     done: list[Row] = []
@@ -196,8 +213,10 @@ def client(
     while not stop.is_set():
         scheduled += rng.expovariate(rate)
         delay = scheduled - time.monotonic()
+        due[number] = None if delay > 0 else scheduled
         if delay > 0 and stop.wait(delay):
             break
+        due[number] = scheduled
         kind = rng.choice(kinds)
         error = None
         sent = time.monotonic()
@@ -222,15 +241,20 @@ def main() -> None:
     ]
     stop = threading.Event()
     results: list[list[Row]] = [[] for _ in connections]
+    due: list[float | None] = [None for _ in connections]
 
     def run(number: int) -> None:
-        results[number] = client(number, connections[number], population, settings.rate, stop)
+        results[number] = client(number, connections[number], population, settings.rate, stop, due)
 
     threads = [threading.Thread(target=run, args=(number,)) for number in range(len(connections))]
     print(f"ready {time.monotonic()}", flush=True)
     for thread in threads:
         thread.start()
-    sys.stdin.readline()  # "stop", or the end of the input: the parent is done or gone
+    for line in sys.stdin:  # until "stop", or the end of the input: the parent is done or gone
+        if line.strip() != "behind":
+            break
+        now = time.monotonic()
+        print(max((now - scheduled for scheduled in due if scheduled is not None), default=0.0), flush=True)
     stop.set()
     for thread in threads:
         thread.join()
