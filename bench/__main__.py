@@ -21,17 +21,15 @@ from pathlib import Path
 from typing import Any
 
 import psycopg
-from alembic.util import CommandError
 from sqlalchemy import URL, create_engine
-from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session
 
 from bench import live
 from bench import workload as w
 from migrations.bookkeeping import SCHEMA_REVISION
-from migrations.database.messages import first_line
+from migrations.database.messages import one_line_errors
 from migrations.database.scratch import ensure_server_url, scratch_database
-from migrations.database.url import DatabaseUrlError, conninfo
+from migrations.database.url import conninfo
 from models.queries import course_ids_of, student_ids_of
 
 HERE = Path(__file__).resolve().parent
@@ -85,15 +83,8 @@ def main(argv: list[str]) -> int:
     args = parse_args(argv)
     if args.live:
         return main_live(args)
-    try:
-        server = ensure_server_url()
-        results = run(server, args)
-    except (DatabaseUrlError, CommandError) as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 1
-    except (DBAPIError, psycopg.Error) as error:
-        print(f"error: {first_line(getattr(error, 'orig', error))}", file=sys.stderr)
-        return 1
+    with one_line_errors(status=1):
+        results = run(ensure_server_url(), args)
     args.output.mkdir(parents=True, exist_ok=True)
     (args.output / "results.json").write_text(json.dumps(results, indent=2) + "\n")
     plot(results, args.output / "results.png")
@@ -103,20 +94,12 @@ def main(argv: list[str]) -> int:
 
 
 def main_live(args: argparse.Namespace) -> int:
-    try:
-        server = ensure_server_url()
-        with tempfile.TemporaryDirectory() as directory:
-            results, sides = live.run(server, args, Path(directory))
-            args.output.mkdir(parents=True, exist_ok=True)
-            (args.output / "live.json").write_text(json.dumps(results, indent=2) + "\n")
-            live.plot(sides, args.output / "live.png")
-            print(live.report(results, sides))
-    except (DatabaseUrlError, CommandError) as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 1
-    except (DBAPIError, psycopg.Error) as error:
-        print(f"error: {first_line(getattr(error, 'orig', error))}", file=sys.stderr)
-        return 1
+    with one_line_errors(status=1), tempfile.TemporaryDirectory() as directory:
+        results, sides = live.run(ensure_server_url(), args, Path(directory))
+        args.output.mkdir(parents=True, exist_ok=True)
+        (args.output / "live.json").write_text(json.dumps(results, indent=2) + "\n")
+        live.plot(sides, args.output / "live.png")
+        print(live.report(results, sides))
     w.log(f"wrote {args.output / 'live.json'} and {args.output / 'live.png'}")
     return 0 if all(target["passed"] for target in results["targets"]) else 1
 

@@ -21,13 +21,12 @@ from dataclasses import dataclass
 import psycopg
 from alembic.util import CommandError
 from sqlalchemy import URL
-from sqlalchemy.exc import DBAPIError
 
 from migrations import SCRIPT_LOCATION
 from migrations.catalog import catalog, fingerprint
 from migrations.database import embedded, ensure_database_url
-from migrations.database.messages import OneLineArgumentParser, first_line
-from migrations.database.url import DatabaseUrlError, conninfo, parse_database_url
+from migrations.database.messages import OneLineArgumentParser, one_line_errors
+from migrations.database.url import conninfo, parse_database_url
 from migrations.fingerprints import built_catalog
 from migrations.history import MANIFEST, UPDATE, read_manifest
 
@@ -118,15 +117,9 @@ def main(argv: list[str]) -> int:
     parser = OneLineArgumentParser(prog="python -m migrations.drift", description=__doc__.splitlines()[0])
     parser.add_argument("--revision", help="the revision to compare with, instead of alembic_version's")
     args = parser.parse_args(argv)
-    try:
+    with one_line_errors(status=2):
         url = ensure_database_url()
         found = drift(url, args.revision)
-    except (CommandError, DatabaseUrlError) as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
-    except (DBAPIError, psycopg.Error) as error:
-        print(f"error: {first_line(getattr(error, 'orig', None) or error)}", file=sys.stderr)
-        return 2
     print(report(url.render_as_string(hide_password=True), found))
     return 1 if found.drifted else 0
 

@@ -15,15 +15,12 @@ import re
 import sys
 import time
 
-import psycopg
 from alembic.script import ScriptDirectory
 from alembic.util import CommandError
 from sqlalchemy import URL
-from sqlalchemy.exc import DBAPIError
 
-from migrations.database.messages import OneLineArgumentParser, first_line
+from migrations.database.messages import OneLineArgumentParser, one_line_errors
 from migrations.database.scratch import alembic_config, ensure_server_url, scratch_database
-from migrations.database.url import DatabaseUrlError
 from migrations.gate import lock_budget, previous_release
 from migrations.gate.population import populate, shape
 from migrations.gate.report import RevisionReport, render
@@ -64,16 +61,10 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
 
 def main(argv: list[str]) -> int:
     args = parse_args(argv)
-    try:
+    with one_line_errors(status=2):
         server = ensure_server_url()
         release = previous_release.resolve(args.previous) if args.previous else previous_release.find()
         return run(server, release, args)
-    except (CommandError, DatabaseUrlError, RuntimeError) as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
-    except (DBAPIError, psycopg.Error) as error:
-        print(f"error: {first_line(getattr(error, 'orig', None) or error)}", file=sys.stderr)
-        return 2
 
 
 def run(server: URL, release: previous_release.Release, args: argparse.Namespace) -> int:

@@ -29,7 +29,7 @@ INTERVAL = 0.005
 
 TICK = """
 SELECT l.relation::oid, coalesce(c.relname, l.relation::text),
-       coalesce(t.relname, c.relname, l.relation::text), l.mode, l.granted,
+       coalesce(t.relname, c.relname, l.relation::text), l.mode, l.granted, coalesce(i.indislive, true),
        (SELECT array_agg(a.pid) FROM pg_stat_activity AS a
         WHERE a.application_name = %(application)s AND a.wait_event_type = 'Lock'
           AND %(pid)s = ANY(pg_blocking_pids(a.pid)))
@@ -50,6 +50,8 @@ LEFT JOIN (
 class Sighting:
     lock: Lock
     granted: bool
+    # False for an index DROP INDEX CONCURRENTLY has made dead: no query plans with it or locks it.
+    live: bool
 
 
 @dataclass(frozen=True)
@@ -97,8 +99,8 @@ class LockSampler:
 
 def tick(at: float, rows: list[tuple[Any, ...]]) -> Tick:
     sightings = tuple(
-        Sighting(Lock(oid, relation, table, mode), granted)
-        for oid, relation, table, mode, granted, _ in rows
+        Sighting(Lock(oid, relation, table, mode), granted, live)
+        for oid, relation, table, mode, granted, live, _ in rows
         if oid is not None
     )
-    return Tick(at, sightings, frozenset(rows[0][5] or ()) if rows else frozenset())
+    return Tick(at, sightings, frozenset(rows[0][6] or ()) if rows else frozenset())

@@ -44,6 +44,7 @@ class Hold:
     released: float
     statement_ended: float
     populated: bool
+    dead_index: bool = False  # an index being dropped concurrently: nobody else uses or locks it
 
     @property
     def seconds(self) -> float:
@@ -60,8 +61,16 @@ class Hold:
         return max(0.0, self.released - self.statement_ended)
 
     @property
+    def blocks_writes(self) -> bool:
+        return self.populated and not self.dead_index and self.lock.blocks_writes
+
+    @property
+    def blocks_reads(self) -> bool:
+        return self.populated and not self.dead_index and self.lock.blocks_reads
+
+    @property
     def blocks_application(self) -> bool:
-        return self.populated and self.lock.blocks_application
+        return self.blocks_writes or self.blocks_reads
 
 
 @dataclass
@@ -84,9 +93,7 @@ class StatementReport:
 
     def longest(self, writes: bool) -> float:
         blocking = [
-            hold.seconds
-            for hold in self.holds
-            if hold.populated and (hold.lock.blocks_writes if writes else hold.lock.blocks_reads)
+            hold.seconds for hold in self.holds if (hold.blocks_writes if writes else hold.blocks_reads)
         ]
         return max(blocking, default=0.0)
 
@@ -98,7 +105,7 @@ class StatementReport:
         """The strongest lock on each table, and any lock on an index that blocks the application."""
         strongest: dict[str, str] = {}
         for hold in self.holds:
-            if hold.lock.on_index and not hold.lock.blocks_application:
+            if hold.lock.on_index and not hold.blocks_application:
                 continue
             where = (
                 f"{hold.lock.table} (index {hold.lock.relation})" if hold.lock.on_index else hold.lock.table
@@ -187,9 +194,12 @@ def statement_holds(
     """The locks `statement` took on relations other sessions could see, and how long each was held."""
     during = [tick for tick in ticks if statement.started <= tick.at <= statement.ended]
     first_seen: dict[Lock, float] = {}
+    live: set[Lock] = set()
     for tick in during:
         for sighting in tick.sightings:
             first_seen.setdefault(sighting.lock, tick.at)
+            if sighting.live:
+                live.add(sighting.lock)
     holds = []
     for lock in (set(statement.locks) | set(first_seen)) - held_before:
         if lock.oid not in revision.existing:
@@ -207,7 +217,8 @@ def statement_holds(
         if math.isnan(released):
             released = statement.ended
         named = Lock(lock.oid, relation, table, lock.mode)
-        holds.append(Hold(named, requested, released, statement.ended, table in revision.populated))
+        dead = lock in first_seen and lock not in live
+        holds.append(Hold(named, requested, released, statement.ended, table in revision.populated, dead))
     return sorted(holds, key=lambda hold: (hold.lock.table, hold.lock.relation, strength(hold.lock.mode)))
 
 
@@ -253,8 +264,8 @@ def violations(report: RevisionReport, budget: float) -> Iterable[Violation]:
                     f"{ms(budget)} budget: change them in batches, each its own short transaction",
                 )
             continue
-        hold = max(over, key=lambda hold: (hold.seconds, hold.lock.blocks_reads))
-        blocked = "reads and writes" if hold.lock.blocks_reads else "writes"
+        hold = max(over, key=lambda hold: (hold.seconds, hold.blocks_reads))
+        blocked = "reads and writes" if hold.blocks_reads else "writes"
         if hold.own > budget or hold.kept <= budget / 2:
             yield Violation(
                 row.revision,
@@ -332,11 +343,7 @@ def markdown(headers: list[str], rows: list[list[str]]) -> str:
 
 
 def hold_cell(row: StatementReport, writes: bool) -> str:
-    holds = [
-        hold
-        for hold in row.holds
-        if hold.populated and (hold.lock.blocks_writes if writes else hold.lock.blocks_reads)
-    ]
+    holds = [hold for hold in row.holds if (hold.blocks_writes if writes else hold.blocks_reads)]
     if not holds:
         return "-"
     longest = max(holds, key=lambda hold: hold.seconds)
