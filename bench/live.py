@@ -49,6 +49,10 @@ SAFE = HERE / "safe"
 LIVE_CHANGE_FROM = "b8512725b275"
 BUDGET = 0.05
 TRAFFIC = Settings(clients=4, rate=50)
+# Index builds (concurrent or not) run without parallel workers, both ways: on this 2-CPU machine
+# two workers and their leader take every CPU from the application, as they would take a busy
+# primary's from its application. A server with CPUs to spare can let them run in parallel.
+SESSION = {"options": "-c max_parallel_maintenance_workers=0"}
 TABLE = "student_course"
 
 
@@ -137,7 +141,7 @@ def side(
     log(f"{name}: {args.baseline:g} s of baseline, then alembic upgrade head, then {args.after:g} s more")
     before = relfilenode(url)
     measurement = lock_budget.measure(
-        url,
+        url.update_query_dict(SESSION),
         "head",
         script_location=script_location,
         population=population,
