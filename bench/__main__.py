@@ -62,7 +62,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         action="store_true",
         help="only (e), the live change at 10M enrollments (minutes): writes live.json and live.png",
     )
-    parser.add_argument("--baseline", type=float, default=15, help="(e): seconds of traffic before (15)")
+    parser.add_argument("--baseline", type=float, default=30, help="(e): seconds of traffic before (30)")
     parser.add_argument("--after", type=float, default=5, help="(e): seconds of traffic after (5)")
     args = parser.parse_args(argv)
     if args.live and args.enrollments is None:

@@ -49,10 +49,10 @@ SAFE = HERE / "safe"
 LIVE_CHANGE_FROM = "b8512725b275"
 BUDGET = 0.05
 TRAFFIC = Settings(clients=4, rate=50)
-# Index builds (concurrent or not) run without parallel workers, both ways: on this 2-CPU machine
-# two workers and their leader take every CPU from the application, as they would take a busy
-# primary's from its application. A server with CPUs to spare can let them run in parallel.
-SESSION = {"options": "-c max_parallel_maintenance_workers=0"}
+# The migrations' sessions, both ways: index builds run without parallel workers (on this 2-CPU
+# machine two workers and their leader take every CPU from the application, as they would take a
+# busy primary's) and sort in memory rather than in temporary files.
+SESSION = {"options": "-c max_parallel_maintenance_workers=0 -c maintenance_work_mem=512MB"}
 TABLE = "student_course"
 
 
@@ -351,7 +351,7 @@ def plot(sides: list[Side], path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    figure, axes = plt.subplots(len(sides), 1, figsize=(16, 4.5 * len(sides)), sharey=True)
+    figure, axes = plt.subplots(len(sides), 1, figsize=(14, 4 * len(sides)), sharey=True)
     for axis, s in zip(axes, sides, strict=True):
         start = s.measurement.recording.started
         done = [t for t in s.traffic.transactions if t.error is None]
@@ -386,5 +386,5 @@ def plot(sides: list[Side], path: Path) -> None:
             f"migration {s.migration_seconds:.1f} s",
         )
     axes[-1].set_xlabel("seconds since alembic upgrade head started; shaded and numbered: each statement")
-    figure.subplots_adjust(left=0.05, right=0.62, hspace=0.35)
+    figure.subplots_adjust(left=0.06, right=0.66, top=0.92, bottom=0.08, hspace=0.4)
     figure.savefig(path, dpi=100)
