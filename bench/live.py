@@ -49,10 +49,6 @@ SAFE = HERE / "safe"
 LIVE_CHANGE_FROM = "b8512725b275"
 BUDGET = 0.05
 TRAFFIC = Settings(clients=4, rate=50)
-# The migrations' sessions, both ways: index builds run without parallel workers (on this 2-CPU
-# machine two workers and their leader take every CPU from the application, as they would take a
-# busy primary's) and sort in memory rather than in temporary files.
-SESSION = {"options": "-c max_parallel_maintenance_workers=0 -c maintenance_work_mem=512MB"}
 TABLE = "student_course"
 
 
@@ -141,7 +137,7 @@ def side(
     log(f"{name}: {args.baseline:g} s of baseline, then alembic upgrade head, then {args.after:g} s more")
     before = relfilenode(url)
     measurement = lock_budget.measure(
-        url.update_query_dict(SESSION),
+        url,
         "head",
         script_location=script_location,
         population=population,
