@@ -291,6 +291,27 @@ def titles(script_location: Path | None) -> dict[str, str]:
     }
 
 
+def statements_table(results: dict[str, Any]) -> str:
+    """Every statement of both ways, as bench/live.json records them: the README's table."""
+    rows = [
+        [
+            way,
+            revision["revision"],
+            f"`{shortened(statement['sql'], 60)}`",
+            statement["locks"] or "-",
+            ms(hold) if (hold := max(statement["blocks_writes_s"], statement["blocks_reads_s"])) else "-",
+            ", ".join(statement["rewritten"]) or "no",
+            ms(statement["application_wait_s"] or 0.0),
+            f"{statement['seconds']:.2f} s",
+        ]
+        for way, side in results["sides"].items()
+        for revision in side["revisions"]
+        for statement in revision["statements"]
+    ]
+    headers = ["way", "revision", "statement", "locks", "blocking hold", "rewrite", "app waited", "took"]
+    return markdown(headers, rows)
+
+
 def report(results: dict[str, Any], sides: list[Side]) -> str:
     meta = results["meta"]
     parts = [
