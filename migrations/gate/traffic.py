@@ -32,6 +32,7 @@ import psycopg
 from sqlalchemy import URL
 
 from migrations import ALEMBIC_INI
+from migrations.database.messages import first_line
 from migrations.database.url import ENV_VAR, conninfo, parse_database_url
 from migrations.gate.population import COURSES_PER_STUDENT, Population
 
@@ -191,6 +192,8 @@ class Traffic:
             yield measured
         finally:
             output, _ = process.communicate("stop\n", timeout=600)
+        if process.returncode != 0:
+            raise RuntimeError(f"the application's traffic stopped with exit status {process.returncode}")
         measured.transactions = [Transaction(*row) for row in json.loads(output)]
 
 
@@ -235,10 +238,14 @@ def main() -> None:
     population = Population(**config["population"])
     settings = Settings(**config["settings"])
     target = conninfo(parse_database_url(os.environ[ENV_VAR]))
-    connections = [
-        psycopg.connect(target, autocommit=True, application_name=APPLICATION_NAME)
-        for _ in range(settings.clients)
-    ]
+    try:
+        connections = [
+            psycopg.connect(target, autocommit=True, application_name=APPLICATION_NAME)
+            for _ in range(settings.clients)
+        ]
+    except psycopg.Error as error:  # the parent reads this line instead of "ready"
+        print(f"cannot connect: {first_line(error)}", flush=True)
+        sys.exit(1)
     stop = threading.Event()
     results: list[list[Row]] = [[] for _ in connections]
     due: list[float | None] = [None for _ in connections]
