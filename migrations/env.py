@@ -20,8 +20,15 @@
 - A migrator killed mid-run (SIGKILL, OOM) has its server session ended within a second
   (``client_connection_check_interval``): its transaction rolls back and its locks go,
   instead of holding them until ``statement_timeout``.
+- A command that migrates refuses a standby (``pg_is_in_recovery()``) before anything, an
+  ``upgrade head`` with nothing to do included: migrations run on the primary.
+- With MIGRATION_WAIT_FOR_REPLICAS=<seconds>, after each commit the migrator waits, up to
+  that bound, until every standby in ``pg_stat_replication`` has replayed it; past it, it
+  warns, or fails with MIGRATION_REPLICA_LAG_FAILS=true (``replicas.py``).
 - Offline (``--sql``) scripts set the same timeouts and take the same advisory lock.
 - Errors reach the user as one ``FAILED:`` line, never with a password in it.
+- An unknown ``-x`` key or value is refused, so that a typo never passes for a safety switch
+  (``-x allow_data_loss=yes`` is not ``true``); ``-x url=`` is for offline scripts only.
 """
 
 from __future__ import annotations
@@ -35,6 +42,7 @@ from models import metadata
 
 config = context.config
 runner.configure_logging(config)
+runner.check_x_arguments(context.get_x_argument(as_dictionary=False), offline=context.is_offline_mode())
 
 target_metadata = metadata
 

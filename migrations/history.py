@@ -21,6 +21,7 @@ instead of letting a downgrade step past it while leaving its changes in place.
 from __future__ import annotations
 
 import ast
+import codecs
 import hashlib
 import sys
 from dataclasses import dataclass
@@ -64,8 +65,10 @@ def scripts(script_location: Path) -> list[Script]:
 
 
 def chained(previous: str, path: Path) -> str:
-    # A checkout that turns newlines into CRLF (git's autocrlf on Windows) has not edited anything.
-    return hashlib.sha256(previous.encode() + path.read_bytes().replace(b"\r\n", b"\n")).hexdigest()
+    # A checkout that turns newlines into CRLF (git's autocrlf on Windows), or an editor that adds
+    # a UTF-8 byte order mark, has not edited anything: Python reads the file the same.
+    content = path.read_bytes().removeprefix(codecs.BOM_UTF8).replace(b"\r\n", b"\n")
+    return hashlib.sha256(previous.encode() + content).hexdigest()
 
 
 def entries(script_location: Path) -> list[Entry]:
@@ -79,7 +82,7 @@ def entries(script_location: Path) -> list[Entry]:
 
 
 def read_manifest(script_location: Path) -> list[Entry]:
-    lines = (script_location / MANIFEST).read_text().splitlines()
+    lines = (script_location / MANIFEST).read_text(encoding="utf-8-sig").splitlines()
     fields = [line.split() for line in lines if line.strip() and not line.startswith("#")]
     malformed = [" ".join(line) for line in fields if len(line) not in (3, 4)]
     if malformed:  # most likely git's conflict markers: two branches each added a revision
@@ -189,6 +192,9 @@ def manifest_problems(script_location: Path) -> list[str]:
 
 def chain_problems(script_location: Path) -> list[str]:
     """Why the revisions are not one line from base to a single head, if they are not."""
+    duplicates = duplicate_revision_ids(script_location)
+    if duplicates:  # alembic would keep one file of each id and report misleading heads
+        return duplicates
     config = Config()
     config.set_main_option("script_location", str(script_location))
     try:
@@ -211,21 +217,47 @@ def chain_problems(script_location: Path) -> list[str]:
     return problems
 
 
-def downgrade_problem(path: Path) -> str | None:
-    """Why this revision's downgrade does not undo its upgrade, if it does not."""
-    tree = ast.parse(path.read_text(), filename=str(path))
-    marker = next(
+def parsed(path: Path) -> ast.Module:
+    # From bytes, so that Python's own rules decode it (a UTF-8 byte order mark included).
+    return ast.parse(path.read_bytes(), filename=str(path))
+
+
+def assigned(tree: ast.Module, name: str) -> ast.expr | None:
+    """What a module-level assignment gives `name`, if the module has one."""
+    return next(
         (
             node.value
             for node in tree.body
             if isinstance(node, ast.Assign | ast.AnnAssign)
             and any(
-                isinstance(target, ast.Name) and target.id == "irreversible"
+                isinstance(target, ast.Name) and target.id == name
                 for target in (node.targets if isinstance(node, ast.Assign) else [node.target])
             )
         ),
         None,
     )
+
+
+def duplicate_revision_ids(script_location: Path) -> list[str]:
+    """Each revision id that more than one file declares, naming the files."""
+    files_of: dict[str, list[str]] = {}
+    for path in sorted((script_location / "versions").glob("*.py")):
+        revision = assigned(parsed(path), "revision")
+        if isinstance(revision, ast.Constant) and isinstance(revision.value, str):
+            files_of.setdefault(revision.value, []).append(path.name)
+    return [
+        f"duplicate revision id {revision}, declared by {' and '.join(files)}: give the newer file an "
+        f"id of its own (python -c 'import uuid; print(uuid.uuid4().hex[-12:])') and, as its down_revision, "
+        f"the head, then run: {UPDATE}"
+        for revision, files in files_of.items()
+        if len(files) > 1
+    ]
+
+
+def downgrade_problem(path: Path) -> str | None:
+    """Why this revision's downgrade does not undo its upgrade, if it does not."""
+    tree = parsed(path)
+    marker = assigned(tree, "irreversible")
     function = next(
         (node for node in tree.body if isinstance(node, ast.FunctionDef) and node.name == "downgrade"), None
     )

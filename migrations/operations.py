@@ -127,6 +127,97 @@ def set_not_null(table: str, column: str) -> None:
     op.execute(f"ALTER TABLE {table} DROP CONSTRAINT {check}")
 
 
+@committing
+def backfill(
+    table: str,
+    assignments: str,
+    where: str,
+    *,
+    name: str,
+    key: Sequence[str],
+    batch_size: int = 10_000,
+    pause: float = 0.0,
+    replica_wait: float = 0.0,
+) -> None:
+    """``UPDATE table SET assignments WHERE where``, in keyset batches of `batch_size` rows.
+
+    Batches follow the primary key `key` (bigint columns), each its own transaction, so no row
+    lock lasts longer than one batch. Progress (``name``, the last key done) is committed with each
+    batch in ``alembic_backfills``: a rerun after a kill continues from there. Each batch reports
+    rows done, rows in all (estimated) and rows per second as a NOTICE, which the migrator logs on
+    stderr and psql prints. `pause` seconds between batches leave room to the application;
+    `replica_wait` > 0 waits, up to that many seconds, after each batch until every standby has
+    replayed it (throttling on replay lag). The whole loop is one PL/pgSQL block, so the offline
+    script runs it the same way.
+    """
+    keys = ", ".join(key)
+    last = ", ".join(f"last[{position}]" for position in range(1, len(key) + 1))
+    descending = ", ".join(f"{column} DESC" for column in key)
+    same_row = " AND ".join(f"updated_row.{column} = batch.{column}" for column in key)
+    label = sql_literal(name)
+    if in_caller_transaction():
+        op.execute(f"UPDATE {table} SET {assignments} WHERE {where}")
+        return
+    with concurrently():
+        op.execute(
+            f"""
+            DO $$
+            DECLARE
+                last bigint[];
+                done bigint;
+                visited bigint;
+                total bigint := greatest((SELECT reltuples FROM pg_class WHERE oid = '{table}'::regclass), 0);
+                started timestamptz := clock_timestamp();
+                deadline timestamptz;
+                written pg_lsn;
+            BEGIN
+                CREATE TABLE IF NOT EXISTS {BACKFILLS} (
+                    name text PRIMARY KEY, last_key bigint[], rows_done bigint NOT NULL DEFAULT 0
+                );
+                INSERT INTO {BACKFILLS} (name) VALUES ({label}) ON CONFLICT DO NOTHING;
+                SELECT last_key, rows_done INTO last, done FROM {BACKFILLS} WHERE name = {label};
+                IF last IS NOT NULL THEN
+                    RAISE NOTICE 'backfill %: resuming after key %, % rows done', {label}, last, done;
+                END IF;
+                COMMIT;
+                LOOP
+                    WITH batch AS (
+                        SELECT {keys} FROM {table}
+                        WHERE last IS NULL OR ({keys}) > ({last})
+                        ORDER BY {keys} LIMIT {batch_size}
+                    ), updated AS (
+                        UPDATE {table} AS updated_row SET {assignments} FROM batch
+                        WHERE {same_row} AND ({where})
+                    )
+                    SELECT count(*), (SELECT ARRAY[{keys}] FROM batch ORDER BY {descending} LIMIT 1)
+                    INTO visited, last FROM batch;
+                    EXIT WHEN visited = 0;
+                    done := done + visited;
+                    UPDATE {BACKFILLS} SET last_key = last, rows_done = done WHERE name = {label};
+                    COMMIT;
+                    RAISE NOTICE 'backfill %: % of ~% rows, % rows/s', {label}, done, greatest(total, done),
+                        round(done / greatest(extract(epoch FROM clock_timestamp() - started), 0.001));
+                    deadline := clock_timestamp() + make_interval(secs => {replica_wait});
+                    written := pg_current_wal_lsn();
+                    WHILE clock_timestamp() < deadline AND EXISTS (
+                        SELECT FROM pg_stat_replication WHERE replay_lsn IS NULL OR replay_lsn < written
+                    ) LOOP
+                        PERFORM pg_sleep(0.01);
+                    END LOOP;
+                    PERFORM pg_sleep({pause});
+                END LOOP;
+                DELETE FROM {BACKFILLS} WHERE name = {label};
+                IF NOT EXISTS (SELECT FROM {BACKFILLS}) THEN
+                    DROP TABLE {BACKFILLS};
+                END IF;
+            END $$
+            """
+        )
+
+
+BACKFILLS = "alembic_backfills"
+
+
 @contextmanager
 def concurrently() -> Iterator[None]:
     """An autocommit block under the slow statements' timeouts, and the usual ones again after it."""

@@ -1,9 +1,11 @@
 """The machinery env.py runs migrations with; env.py's docstring says why each piece exists.
 
 - ``Settings``: the timeouts and the lock wait, read from the environment once and checked.
+- ``check_x_arguments``: the ``-x`` options this project reads; any other is refused.
 - ``offline_session``: the same timeouts and advisory lock, written into a ``--sql`` script.
-- ``session``: an online migrator's connection: connected with readable errors, under the
-  timeouts, holding the advisory lock, with the plan of what this command will do.
+- ``session``: an online migrator's connection: connected with readable errors, the server's
+  notices and warnings logged, under the timeouts, holding the advisory lock, with the plan of
+  what this command will do (and a warning when it stamps a database without tables).
 - ``Session.run``: runs the migrations, retrying a revision that waited past ``lock_timeout``.
 - ``readable_errors``: a database error as one ``FAILED:`` line.
 """
@@ -25,6 +27,7 @@ from dataclasses import dataclass
 from logging.config import fileConfig
 from typing import Any, Protocol, TypeVar, runtime_checkable
 
+import psycopg
 from alembic import context
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext, RevisionStep, StampStep
@@ -33,6 +36,7 @@ from sqlalchemy import Connection, Engine, create_engine, text
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.pool import NullPool
 
+from migrations import replicas
 from migrations.bookkeeping import MIGRATION_LOCK_KEY, MIGRATION_TABLES
 from migrations.database import ensure_database_url
 from migrations.database.messages import first_line
@@ -130,6 +134,31 @@ def count(variable: str, default: str) -> int:
     return int(value)
 
 
+# The -x arguments this project reads; any other is refused, so that a typo never passes for a switch.
+X_ARGUMENTS = "-x allow_data_loss=true or -x allow_data_loss=false, and -x url=... in an offline (--sql) run"
+
+
+def check_x_arguments(arguments: Sequence[str], offline: bool) -> None:
+    """Refuse an unknown -x key or value in one line; never repeat a value that may hold a password."""
+    seen: set[str] = set()
+    for argument in arguments:
+        key, _, value = argument.partition("=")
+        if key in seen:
+            raise CommandError(f"-x {key} is given twice; give it once")
+        seen.add(key)
+        if key == "allow_data_loss" and value not in ("true", "false"):
+            raise CommandError(
+                f"-x allow_data_loss={value!r} is neither true nor false; this project reads {X_ARGUMENTS}"
+            )
+        if key == "url" and not offline:
+            raise CommandError(
+                "-x url=... names the database of an offline (--sql) script only; online, the database "
+                "is DATABASE_URL's (the embedded one when it is unset)"
+            )
+        if key not in ("allow_data_loss", "url"):
+            raise CommandError(f"-x {key}=... is not an option of this project; it reads {X_ARGUMENTS}")
+
+
 @contextmanager
 def offline_session(settings: Settings) -> Iterator[None]:
     """The timeouts and the advisory lock, as statements of the script a DBA applies."""
@@ -208,7 +237,7 @@ class Session:
         """
         assert self.planned is not None
         now = MigrationContext.configure(self.connection).get_current_heads()
-        self.connection.commit()
+        self.connection.rollback()  # a read: no commit for the replica wait to wait for
         remaining = next(
             (self.planned[index:] for index, step in enumerate(self.planned) if step.from_revisions == now),
             [],
@@ -270,6 +299,7 @@ def session(config: Config) -> Iterator[Session]:
     (DATABASE_URL or the embedded server), is connected here, and closed, so unlocked, at the end.
     """
     settings = Settings.from_environment()
+    replica_wait = replica_wait_from_environment()
     handed_in = config.attributes.get("connection")
     with readable_errors(settings):
         if isinstance(handed_in, Connection):
@@ -282,7 +312,10 @@ def session(config: Config) -> Iterator[Session]:
                 yield Session(connection, settings)
                 return
             apply_timeouts(connection, settings)
-            yield plan(connection, settings)
+            planned = plan(connection, settings)
+            wait = replica_wait if planned.planned is not None else replicas.ReplicaWait()
+            with replicas.waiting_for_standbys(connection, wait):
+                yield planned
 
 
 @contextmanager
@@ -303,7 +336,35 @@ def connect(handed_in: object) -> Iterator[Connection]:
             connection = stack.enter_context(handed_in.connect())
         except DBAPIError as error:
             raise CommandError(f"cannot connect to {where}: {first_line(error.orig)}") from None
+        stack.enter_context(server_messages_logged(connection))
         yield connection
+
+
+# A revision's RAISE NOTICE or WARNING, at the level Python's logging calls it; DEBUG and LOG reach
+# the migrator only when client_min_messages asks for them, so they are shown like a NOTICE.
+SERVER_MESSAGE_LEVELS = {"WARNING": logging.WARNING, "NOTICE": logging.INFO, "INFO": logging.INFO}
+
+
+@contextmanager
+def server_messages_logged(connection: Connection) -> Iterator[None]:
+    """Log what the server says along the way, as psql prints it, instead of dropping it (psycopg's default).
+
+    A revision that keeps rows it cannot be sure are its own says so in a WARNING.
+    """
+    driver = connection.connection.driver_connection
+    if not isinstance(driver, psycopg.Connection):
+        yield
+        return
+    driver.add_notice_handler(log_server_message)
+    try:
+        yield
+    finally:
+        driver.remove_notice_handler(log_server_message)
+
+
+def log_server_message(diagnostic: psycopg.errors.Diagnostic) -> None:
+    level = SERVER_MESSAGE_LEVELS.get(diagnostic.severity_nonlocalized or "", logging.INFO)
+    log.log(level, "%s", diagnostic.message_primary)
 
 
 def plan(connection: Connection, settings: Settings) -> Session:
@@ -317,6 +378,8 @@ def plan(connection: Connection, settings: Settings) -> Session:
     planning = context.get_context()
     started_at = planning.get_current_heads()
     steps = planned_steps(planning, started_at)
+    if steps is not None:
+        refuse_a_standby(connection)
     # No transaction stays open while waiting: a concurrent index build by the migrator that holds
     # the lock waits for every open transaction in the database to end, ours included.
     connection.commit()
@@ -337,6 +400,7 @@ def plan(connection: Connection, settings: Settings) -> Session:
                 )
             steps = now_steps
     backend_pid = connection.execute(text("SELECT pg_backend_pid()")).scalar_one()
+    warn_when_stamping_a_database_without_tables(connection, steps or [])
     connection.commit()  # ends only the transaction the reads above began; the lock is the session's
     return Session(connection, settings, planned=steps, backend_pid=backend_pid)
 
@@ -352,6 +416,21 @@ def planned_steps(planning: MigrationContext, heads: tuple[str, ...]) -> list[St
     return list(steps_from(heads, planning))
 
 
+def refuse_a_standby(connection: Connection) -> None:
+    """A command that migrates runs on the primary. On a standby, its first write would fail, and
+    with nothing to do it would report success for a server it can never change."""
+    if connection.execute(text("SELECT pg_is_in_recovery()")).scalar_one():
+        raise CommandError(f"{replicas.STANDBY_REFUSAL}; nothing was changed")
+
+
+def replica_wait_from_environment() -> replicas.ReplicaWait:
+    """MIGRATION_WAIT_FOR_REPLICAS=<seconds> (default 0: no wait), MIGRATION_REPLICA_LAG_FAILS=true|false."""
+    fails = os.environ.get("MIGRATION_REPLICA_LAG_FAILS", "false")
+    if fails.strip().lower() not in ("true", "false"):
+        raise CommandError(f"MIGRATION_REPLICA_LAG_FAILS={fails!r} is neither true nor false")
+    return replicas.ReplicaWait(seconds("MIGRATION_WAIT_FOR_REPLICAS", "0"), fails.strip().lower() == "true")
+
+
 def end_of(steps: Sequence[Step], heads: tuple[str, ...]) -> tuple[str, ...]:
     """Where `steps` leave a database at `heads` (the history is one line: the last step says)."""
     return tuple(steps[-1].to_revisions) if steps else heads
@@ -359,6 +438,25 @@ def end_of(steps: Sequence[Step], heads: tuple[str, ...]) -> tuple[str, ...]:
 
 def describe(heads: tuple[str, ...]) -> str:
     return ", ".join(heads) or "base"
+
+
+def warn_when_stamping_a_database_without_tables(connection: Connection, steps: Sequence[Step]) -> None:
+    """``stamp`` records revisions as applied without running them: on a database with no tables, say so."""
+    stamping_up = bool(steps) and all(isinstance(step, StampStep) and step.is_upgrade for step in steps)
+    if not stamping_up:
+        return
+    tables = connection.execute(
+        text(
+            "SELECT count(*) FROM pg_tables WHERE schemaname = current_schema() AND tablename <> ALL(:ours)"
+        ),
+        {"ours": sorted(MIGRATION_TABLES)},
+    ).scalar_one()
+    if tables == 0:
+        log.warning(
+            "stamp records %s as applied without running any migration, and this database has no tables: "
+            "it still has none. To build the schema instead: alembic stamp base, then alembic upgrade head",
+            describe(end_of(steps, ())),
+        )
 
 
 def acquire_migration_lock(connection: Connection, wait: float) -> None:
@@ -453,6 +551,12 @@ def readable_errors(settings: Settings) -> Iterator[None]:
             raise CommandError(
                 f"a migration statement ran longer than statement_timeout ({settings.statement_timeout}) "
                 "and was cancelled; the database stays at its revision. Raise MIGRATION_STATEMENT_TIMEOUT"
+            ) from None
+        if sqlstate == "25006":
+            raise CommandError(
+                f"the database refused a write, it is read-only ({first_line(error.orig)}): "
+                f"{replicas.STANDBY_REFUSAL} (or, on the primary, turn default_transaction_read_only "
+                "off); nothing was committed for it"
             ) from None
         raise CommandError(
             f"migration failed, nothing was committed for it: {first_line(error.orig)}"

@@ -7,6 +7,7 @@ they use the embedded PostgreSQL (migrations/database/).
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Iterator
 
 import pytest
@@ -16,6 +17,7 @@ from sqlalchemy.pool import NullPool
 from migrations.bookkeeping import SEED_REVISION
 from migrations.database.scratch import create_database, drop_database, ensure_server_url
 from tests.helpers.commands import alembic
+from tests.helpers.servers import password_checking_server
 from tests.helpers.types import EngineAt, MakeDatabase
 
 
@@ -39,6 +41,13 @@ def make_database(server_url: URL) -> Iterator[MakeDatabase]:
     yield make
     for name in created:
         drop_database(server_url, name)
+
+
+@pytest.fixture(scope="session")
+def password_server() -> Iterator[URL]:
+    """A server that checks passwords; its password holds the characters a URL must escape."""
+    with password_checking_server(f"p@ss/w:rd%?#{uuid.uuid4().hex}") as url:
+        yield url
 
 
 @pytest.fixture(scope="session")

@@ -52,7 +52,7 @@ from migrations import ALEMBIC_INI, SCRIPT_LOCATION
 from migrations.bookkeeping import MIGRATION_TABLES
 from migrations.database.scratch import alembic_config, scratch_database
 from migrations.database.url import ENV_VAR, conninfo
-from migrations.history import scripts
+from migrations.history import assigned, parsed, scripts
 
 PROJECT = ALEMBIC_INI.parent
 HERE = Path(__file__).resolve().parent
@@ -175,15 +175,12 @@ def head_of(versions: Path) -> str:
     """The head revision of a tree's revision files, read from their source, not imported."""
     down: dict[str, object] = {}
     for path in versions.glob("*.py"):
-        values: dict[str, object] = {}
-        for node in ast.parse(path.read_text()).body:
-            targets = node.targets if isinstance(node, ast.Assign) else [getattr(node, "target", None)]
-            value = getattr(node, "value", None)
-            for target in targets:
-                if isinstance(target, ast.Name) and isinstance(value, ast.Constant):
-                    values[target.id] = value.value
-        if "revision" in values:
-            down[str(values["revision"])] = values.get("down_revision")
+        tree = parsed(path)
+        revision, down_revision = (assigned(tree, name) for name in ("revision", "down_revision"))
+        if isinstance(revision, ast.Constant):
+            down[str(revision.value)] = (
+                down_revision.value if isinstance(down_revision, ast.Constant) else None
+            )
     heads = set(down) - {str(value) for value in down.values() if value}
     if len(heads) != 1:
         raise PreviousReleaseError(f"{versions} has {len(heads)} heads, not one: {', '.join(sorted(heads))}")

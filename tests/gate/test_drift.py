@@ -6,38 +6,19 @@ import secrets
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
-import psycopg
 import pytest
-from alembic import command
 from sqlalchemy import URL
 
 from migrations import SCRIPT_LOCATION
-from migrations.database.scratch import admin, alembic_config
-from migrations.database.url import conninfo
-from migrations.drift import SCRATCH_VAR, drift
+from migrations.database.scratch import admin
+from migrations.drift import drift
 from migrations.history import MANIFEST, read_manifest
-from tests.helpers.forked_cli import Finished, start_module
+from tests.helpers.drift import BY_HAND, INDEX_LINE, run_drift
 from tests.helpers.snapshots import execute
-from tests.helpers.standby import primary_and_standby, wait_for_replay
 
 pytestmark = pytest.mark.migrations
 
 HEAD = read_manifest(SCRIPT_LOCATION)[-1].revision
-BY_HAND = "CREATE INDEX ix_students_name_by_hand ON students (name)"
-INDEX_LINE = (
-    "index students.ix_students_name_by_hand CREATE INDEX ix_students_name_by_hand ON public.students "
-    "USING btree (name)"
-)
-
-
-def run_drift(url: URL, workdir: Path, scratch: URL, *args: str) -> Finished:
-    return start_module(
-        "migrations.drift",
-        *args,
-        url=url,
-        workdir=workdir,
-        env={SCRATCH_VAR: scratch.render_as_string(hide_password=False)},
-    ).finish()
 
 
 def test_a_database_at_its_revision_has_no_drift(head_url: URL, server_url: URL, tmp_path: Path) -> None:
@@ -134,19 +115,3 @@ def test_a_role_that_may_also_read_alembic_version_finds_the_revision_itself(
 ) -> None:
     result = run_drift(catalog_reader(True), tmp_path, server_url)
     assert result.returncode == 0, result.output
-
-
-def test_a_standby_is_checked_and_its_drift_listed(server_url: URL, tmp_path: Path) -> None:
-    with primary_and_standby() as (primary, standby):
-        with psycopg.connect(conninfo(primary), autocommit=True) as conn:
-            conn.execute("CREATE DATABASE app")
-        command.upgrade(alembic_config(primary.set(database="app")), "head")
-        wait_for_replay(primary, standby)
-        replica = standby.set(database="app")
-        assert run_drift(replica, tmp_path, server_url).returncode == 0
-
-        execute(primary.set(database="app"), BY_HAND)
-        wait_for_replay(primary, standby)
-        result = run_drift(replica, tmp_path, server_url)
-    assert result.returncode == 1, result.output
-    assert f"+ {INDEX_LINE}    (in the database only)" in result.stdout.splitlines()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import codecs
 import re
 from pathlib import Path
 
@@ -202,3 +203,35 @@ def test_an_irreversible_revision_needs_both_a_reason_and_a_raising_downgrade(
     problem = downgrade_problem(added)
     assert problem is not None
     assert problem.startswith(f"{added.name} {complaint}")
+
+
+def test_two_files_declaring_one_revision_id_are_reported_as_a_duplicate_naming_both(tmp_path: Path) -> None:
+    copy = copy_migrations(tmp_path)
+    head = Path(scripts(copy)[-1].path)
+    again = head.with_name(f"2026_12_01_{HEAD}_copied_by_hand.py")
+    again.write_bytes(head.read_bytes())
+
+    expected = [
+        f"duplicate revision id {HEAD}, declared by {head.name} and {again.name}: give the newer file an id "
+        "of its own (python -c 'import uuid; print(uuid.uuid4().hex[-12:])') and, as its down_revision, "
+        f"the head, then run: {UPDATE}"
+    ]
+    assert chain_problems(copy) == expected
+    assert problems(copy) == expected
+
+
+def test_a_utf8_byte_order_mark_is_neither_an_edit_nor_a_conflict(tmp_path: Path) -> None:
+    copy = copy_migrations(tmp_path)
+    recorded = Path(scripts(copy)[0].path)
+    added = add_revision(
+        copy, "0a1b2c3d4e5f", HEAD, upgrade="op.execute('SELECT 1')", downgrade="op.execute('SELECT 1')"
+    )
+    for path in (recorded, added, copy / MANIFEST):  # as an editor on Windows may save them
+        path.write_bytes(codecs.BOM_UTF8 + path.read_bytes())
+
+    assert problems(copy) == [
+        f"{added.name} (revision 0a1b2c3d4e5f) is not recorded in {MANIFEST}; "
+        f"once reviewed, record it: {UPDATE}"
+    ]
+    write_manifest(copy)
+    assert problems(copy) == []

@@ -1,9 +1,13 @@
-"""The GitHub workflow: every supported PostgreSQL, healthy before use, and the README's own commands."""
+"""The GitHub workflow, read as a runner would run it: every supported PostgreSQL, healthy before
+use, the README's own commands, and no mistake actionlint or the workflow schema can see."""
 
 from __future__ import annotations
 
 import re
+import subprocess
+import sys
 import tomllib
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -11,25 +15,23 @@ import yaml
 from sqlalchemy import make_url
 
 from tests.helpers.commands import PROJECT
+from tests.helpers.readme import quick_start_commands, shell_commands
 
 pytestmark = pytest.mark.migrations
 
 WORKFLOW = PROJECT / ".github" / "workflows" / "ci.yml"
 
 
-def readme_command(section: str, word: str) -> str:
-    """The command containing `word` in README section `section`'s first sh block, without its comment."""
-    found = re.search(rf"^## {section}\n(.*?)^## ", (PROJECT / "README.md").read_text(), re.M | re.S)
-    assert found, f"README.md has no '## {section}' section"
-    block = re.search(r"^```sh\n(.*?)^```", found[1], re.M | re.S)
-    assert block, f"README.md's {section} has no ```sh block"
-    [command] = [line.split("#")[0].strip() for line in block[1].splitlines() if word in line]
+def readme_test_command() -> str:
+    """The command in the README's quick start that runs the tests."""
+    [command] = [command for command in quick_start_commands() if "pytest" in command]
     return command
 
 
-def readme_test_command() -> str:
-    """The command in the README's quick start that runs the tests."""
-    return readme_command("Quick start", "pytest")
+def readme_gate_command() -> str:
+    """The command in the README's "Before you deploy" that runs the deploy gate."""
+    [command] = [command for command in shell_commands("Before you deploy") if "migrations.gate" in command]
+    return command
 
 
 @pytest.fixture(scope="module")
@@ -56,7 +58,10 @@ def test_the_matrix_covers_postgresql_15_to_18_and_squawk_judges_by_the_oldest(j
 def test_the_service_runs_the_matrix_version_and_is_healthy_before_the_steps(job: dict[str, Any]) -> None:
     [service] = job["services"].values()
     assert service["image"] == f"postgres:${{{{ matrix.{matrix_key(job)} }}}}"
-    assert re.search(r'--health-cmd "pg_isready\b[^"]*"', service["options"]), service["options"]
+    # Over TCP: while the image's init scripts run, its temporary server listens on the socket only.
+    assert re.search(r'--health-cmd "pg_isready -h 127\.0\.0\.1\b[^"]*"', service["options"]), service[
+        "options"
+    ]
     for option in ("--health-interval", "--health-timeout", "--health-retries"):
         assert option in service["options"]
     assert service["env"]["POSTGRES_PASSWORD"]
@@ -72,25 +77,66 @@ def test_database_url_points_at_the_service_with_its_password(job: dict[str, Any
     assert url.password == service["env"]["POSTGRES_PASSWORD"]
 
 
-def test_the_steps_set_up_uv_lint_type_check_and_run_exactly_the_readme_test_command(
+def test_the_steps_set_up_uv_lint_type_check_and_run_exactly_the_readme_test_and_gate_commands(
     job: dict[str, Any],
 ) -> None:
     steps = job["steps"]
     actions = [step["uses"].split("@")[0] for step in steps if "uses" in step]
     assert actions == ["actions/checkout", "astral-sh/setup-uv"]
     assert all("uses" in step for step in steps[:2]), "checkout and uv come before any command"
+    assert steps[0]["with"]["fetch-depth"] == 0, "a deploy gate needs the whole history and its tags"
+    assert re.fullmatch(r"\d+\.\d+\.\d+", steps[1]["with"]["version"]), "uv's version is pinned"
     assert [step["run"] for step in steps if "run" in step] == [
         "uv sync --locked",
         "uv run ruff check .",
         "uv run ruff format --check .",
         "uv run mypy",
         readme_test_command(),
-        readme_command("Before you deploy", "migrations.gate"),
+        readme_gate_command(),
     ]
 
 
-def test_the_checkout_fetches_the_tags_and_history_the_gates_previous_release_check_needs(
-    job: dict[str, Any],
-) -> None:
-    [checkout] = [step for step in job["steps"] if step.get("uses", "").startswith("actions/checkout@")]
-    assert checkout["with"]["fetch-depth"] == 0  # GitHub's default, 1, has no tag and no previous commit
+def test_the_job_leaves_pythonunbuffered_unset_as_any_runner_does(job: dict[str, Any]) -> None:
+    # Set, it hides output that a test reads before Python flushes it (issue 13, item 5).
+    workflow = yaml.safe_load(WORKFLOW.read_text())
+    environments = [
+        workflow.get("env", {}),
+        job.get("env", {}),
+        *(step.get("env", {}) for step in job["steps"]),
+    ]
+    assert not any("PYTHONUNBUFFERED" in environment for environment in environments)
+
+
+def lint(workflow: Path) -> list[str]:
+    """What actionlint and the GitHub-workflow schema (check-jsonschema's vendored copy) report."""
+    found = []
+    for command in (
+        [str(Path(sys.executable).with_name("actionlint")), "-no-color", str(workflow)],
+        [
+            sys.executable,
+            "-m",
+            "check_jsonschema",
+            "--builtin-schema",
+            "vendor.github-workflows",
+            str(workflow),
+        ],
+    ):
+        checked = subprocess.run(command, capture_output=True, text=True, timeout=60)
+        if checked.returncode != 0:
+            found.append(checked.stdout + checked.stderr)
+    return found
+
+
+def test_actionlint_and_the_workflow_schema_find_nothing_wrong(tmp_path: Path) -> None:
+    assert lint(WORKFLOW) == []
+
+    # Both can fail: an expression naming a matrix key that does not exist, a key jobs do not have.
+    broken = tmp_path / "ci.yml"
+    broken.write_text(
+        WORKFLOW.read_text()
+        .replace("${{ matrix.postgres }}", "${{ matrix.postgress }}")
+        .replace("timeout-minutes:", "timeout-minute:")
+    )
+    actionlint, schema = lint(broken)
+    assert 'property "postgress" is not defined' in actionlint
+    assert "timeout-minute" in schema

@@ -2,22 +2,25 @@
 
 from __future__ import annotations
 
-import shutil
-import tempfile
+import os
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import psycopg
 import pytest
+from alembic.config import Config
+from alembic.script import ScriptDirectory
 from sqlalchemy import URL
 
 from migrations import ALEMBIC_INI
-from migrations.database.embedded import embedded_tools, free_port
 from migrations.database.url import conninfo
-from tests.helpers.forked_cli import Finished, start_module
-from tests.helpers.snapshots import snapshot
+from tests.helpers.forked_cli import Finished, run_alembic, start_module
+from tests.helpers.snapshots import snapshot, versions
+from tests.helpers.types import MakeDatabase
 
+# In every URL here, so that the tests see it is never printed. A server that checks passwords
+# (GitHub's service container, docker compose's db) gets its own instead: see with_password.
 PASSWORD = "s3cr3t-pw-XYZ"
 UNKNOWN_REVISION = "0badc0ffee00"
 COMMANDS = {
@@ -37,50 +40,23 @@ def run(
     ).finish()
 
 
-def assert_refused(result: Finished, expected: str) -> None:
+def with_password(url: URL) -> URL:
+    """`url` with a password: the server's own where it has one (in the URL or PGPASSWORD), else PASSWORD."""
+    return url.set(password=url.password or os.environ.get("PGPASSWORD") or PASSWORD)
+
+
+def assert_refused(result: Finished, expected: str, *passwords: str) -> None:
     assert result.returncode != 0
     assert "Traceback" not in result.output
-    assert PASSWORD not in result.output
+    for password in passwords or (PASSWORD,):
+        assert password not in result.output
     assert len(result.message) == 1, result.output
     assert result.message[0].startswith(("FAILED: ", "error: "))
     assert expected in result.message[0]
 
 
-@pytest.fixture(scope="module")
-def password_server() -> Iterator[URL]:
-    """A throwaway PostgreSQL that checks passwords (scram-sha-256); the test servers trust everyone."""
-    root = Path(tempfile.mkdtemp(prefix="scram-"))  # under /tmp, which the server's user can reach
-    password = uuid.uuid4().hex
-    (root / "pwfile").write_text(password)
-    port = free_port()
-    with embedded_tools() as tools:
-        user = tools.server_user()
-        if user is not None:
-            for path in (root, root / "pwfile"):
-                shutil.chown(path, user, user)
-        settings = {"port": port, "listen_addresses": "127.0.0.1", "unix_socket_directories": ""}
-        options = [arg for name, value in settings.items() for arg in ("-c", f"{name}={value}")]
-        tools.initdb(
-            [
-                "--auth=scram-sha-256",
-                "--username=postgres",
-                f"--pwfile={root / 'pwfile'}",
-                "--no-sync",
-                *options,
-            ],
-            pgdata=root / "data",
-            user=user,
-        )
-        tools.pg_ctl(["-w", "-l", str(root / "log"), "start"], pgdata=root / "data", user=user)
-        try:
-            yield URL.create("postgresql", "postgres", password, "127.0.0.1", port, "postgres")
-        finally:
-            tools.pg_ctl(["-w", "-m", "immediate", "stop"], pgdata=root / "data", user=user)
-            shutil.rmtree(root)
-
-
 def missing_database(server_url: URL) -> URL:
-    return server_url.set(database=f"missing_{uuid.uuid4().hex[:12]}", password=PASSWORD)
+    return with_password(server_url.set(database=f"missing_{uuid.uuid4().hex[:12]}"))
 
 
 URLS: dict[str, tuple[Callable[[pytest.FixtureRequest], str], str]] = {
@@ -110,8 +86,11 @@ def test_a_bad_database_url_gets_one_line_and_a_failing_exit(
     case: str, command: str, request: pytest.FixtureRequest, tmp_path: Path
 ) -> None:
     database_url, expected = URLS[case]
+    server_password = with_password(request.getfixturevalue("server_url")).password
 
-    assert_refused(run(COMMANDS[command], database_url(request), tmp_path), expected)
+    result = run(COMMANDS[command], database_url(request), tmp_path)
+
+    assert_refused(result, expected, *filter(None, (PASSWORD, server_password)))
 
 
 @pytest.mark.parametrize("command", COMMANDS)
@@ -124,6 +103,23 @@ def test_a_missing_database_is_not_created(command: str, server_url: URL, tmp_pa
         assert (
             conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (url.database,)).fetchone() is None
         )
+
+
+# Each -x that would otherwise be ignored, letting a downgrade that means to keep data drop it.
+X_REFUSED = {
+    ("allow_data_loss=yes",): "-x allow_data_loss='yes' is neither true nor false",
+    ("allow_data_loss=TRUE",): "-x allow_data_loss='TRUE' is neither true nor false",
+    ("allow_dataloss=false",): "-x allow_dataloss=... is not an option of this project",
+    ("allow_data_loss=false", "allow_data_loss=true"): "-x allow_data_loss is given twice",
+    (f"url=postgresql://postgres:{PASSWORD}@127.0.0.1/elsewhere",): "-x url=... names the database of an "
+    "offline (--sql) script only",
+}
+
+
+def with_x(*x_arguments: str, then: tuple[str, ...] = ("downgrade", "base")) -> tuple[str, ...]:
+    """`alembic -x a -x b ... downgrade base`, or `then` instead of `downgrade base`."""
+    options = [part for argument in x_arguments for part in ("-x", argument)]
+    return ("alembic", "-c", str(ALEMBIC_INI), *options, *then)
 
 
 @pytest.fixture
@@ -151,12 +147,37 @@ def foreign_version_url(head_url: URL) -> URL:
             {"MIGRATION_LOCK_TIMEOUT": "soon"},
             "MIGRATION_LOCK_TIMEOUT='soon' is not a duration",
         ),
+        *(
+            (
+                "head_url",
+                with_x(),
+                {"MIGRATION_LOCK_WAIT": wait},
+                f"MIGRATION_LOCK_WAIT={wait!r} is not a number of seconds (0 or more)",
+            )
+            for wait in ("nan", "-1", "inf")
+        ),
+        *(("head_url", with_x(*x_arguments), {}, expected) for x_arguments, expected in X_REFUSED.items()),
+        (
+            "head_url",
+            with_x("allow_dataloss=true", then=("upgrade", "head", "--sql")),
+            {},
+            "-x allow_dataloss=... is not an option of this project",
+        ),
     ],
     ids=[
         "alembic_version unknown: alembic upgrade head",
         "alembic_version unknown: python -m migrations",
         "downgrade to an unknown revision",
         "MIGRATION_LOCK_TIMEOUT not a duration",
+        "MIGRATION_LOCK_WAIT nan",
+        "MIGRATION_LOCK_WAIT negative",
+        "MIGRATION_LOCK_WAIT infinite",
+        "-x allow_data_loss neither true nor false",
+        "-x allow_data_loss in upper case",
+        "-x key unknown",
+        "-x given twice",
+        "-x url online",
+        "-x key unknown offline",
     ],
 )
 def test_a_revision_or_setting_this_project_does_not_know_gets_one_line_and_changes_nothing(
@@ -167,8 +188,32 @@ def test_a_revision_or_setting_this_project_does_not_know_gets_one_line_and_chan
     request: pytest.FixtureRequest,
     tmp_path: Path,
 ) -> None:
-    url: URL = request.getfixturevalue(start).set(password=PASSWORD)
+    url = with_password(request.getfixturevalue(start))
     before = snapshot(url)
 
-    assert_refused(run(command, url.render_as_string(hide_password=False), tmp_path, setting), expected)
+    result = run(command, url.render_as_string(hide_password=False), tmp_path, setting)
+
+    assert url.password
+    assert_refused(result, expected, url.password)
     assert snapshot(url) == before
+
+
+def test_stamp_on_a_database_without_tables_warns_that_it_created_none(
+    make_database: MakeDatabase, head_url: URL, tmp_path: Path
+) -> None:
+    head = ScriptDirectory.from_config(Config(ALEMBIC_INI)).get_current_head()
+    empty = make_database()
+    assert run_alembic("stamp", "base", url=head_url, workdir=tmp_path).returncode == 0
+
+    on_empty = run_alembic("stamp", "head", url=empty, workdir=tmp_path)
+    on_tables = run_alembic("stamp", "head", url=head_url, workdir=tmp_path)
+
+    assert on_empty.returncode == 0, on_empty.output
+    assert on_empty.message == [
+        f"WARNING [alembic.env] stamp records {head} as applied without running any migration, and this "
+        "database has no tables: it still has none. To build the schema instead: alembic stamp base, "
+        "then alembic upgrade head"
+    ]
+    assert versions(empty) == [head]
+    # Stamping a database that has the tables (adopting an existing schema) is what stamp is for.
+    assert (on_tables.returncode, on_tables.message) == (0, [])

@@ -1,6 +1,7 @@
 """The models' behaviour through the ORM, on a migrated database."""
 
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from typing import Any
 
 import pytest
@@ -8,7 +9,7 @@ from sqlalchemy import URL, func, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from models import Course, Student, student_course
+from models import Course, Enrollment, Student, student_course
 from tests.helpers.types import EngineAt
 
 
@@ -94,3 +95,39 @@ def test_the_database_rejects_null_and_blank_names_and_titles(
         IntegrityError, match=constraint if constraint != "not-null" else "not-null|null value"
     ):
         session.commit()
+
+
+def test_a_course_appended_through_the_seeds_api_becomes_an_enrollment_the_database_dates(
+    session: Session,
+) -> None:
+    carol, art = Student(name="Carol"), Course(title="Art")
+    carol.courses.append(art)
+    session.add(carol)
+    session.commit()
+    before_now = session.scalar(select(func.now()))
+    assert before_now is not None
+
+    [enrollment] = carol.enrollments
+    assert (enrollment.student, enrollment.course) == (carol, art)
+    assert enrollment.enrolled_at is not None
+    assert enrollment.enrolled_at <= before_now
+    assert [e.student for e in art.enrollments] == [carol]
+
+
+def test_the_seeds_enrollments_made_before_dates_were_recorded_have_no_date(session: Session) -> None:
+    alice = by_name(session, "Alice")
+
+    assert [e.course.title for e in alice.enrollments] == ["Mathematics", "History"]
+    assert [e.enrolled_at for e in alice.enrollments] == [None, None]
+
+
+def test_an_enrollment_can_be_created_with_a_date_of_its_own(session: Session) -> None:
+    bob, history = by_name(session, "Bob"), by_title(session, "History")
+    when = datetime(2020, 9, 1, tzinfo=UTC)
+
+    session.add(Enrollment(student_id=bob.id, course_id=history.id, enrolled_at=when))
+    session.commit()
+    session.expire_all()
+
+    assert [c.title for c in bob.courses] == ["Mathematics", "History"]
+    assert [e.enrolled_at for e in bob.enrollments] == [None, when]

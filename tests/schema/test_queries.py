@@ -1,5 +1,7 @@
 """models/access.py on a real PostgreSQL: the roster without N+1, lookups, enrollment."""
 
+from datetime import datetime
+
 import pytest
 from sqlalchemy import URL, func, select, text
 from sqlalchemy.orm import Session
@@ -13,6 +15,7 @@ from models.queries import (
     enroll,
     enroll_many,
     iter_roster,
+    newest_students_of,
     roster,
     student_ids_of,
     unenroll,
@@ -164,3 +167,75 @@ def test_unknown_ids_raise_an_error_naming_them_and_change_nothing(
         assert enrollments(session) == before  # the transaction is still usable
         session.commit()
         assert session.scalar(select(func.count()).select_from(Enrollment)) == len(before)
+
+
+def dated_roster(session: Session, course_id: int) -> list[tuple[int, datetime | None]]:
+    """A course with 7 dated enrollments (two on the same day) and 5 undated, as the truth to page through."""
+    ids = add_students(session, 12, [])
+    days = [3, 1, 4, 1, 5, 9, 2]
+    session.execute(
+        text(
+            "INSERT INTO student_course (student_id, course_id, enrolled_at) "
+            "SELECT s, :course, timestamptz '2026-01-01' + d * interval '1 day' "
+            "FROM unnest(CAST(:students AS bigint[]), CAST(:days AS int[])) AS pair(s, d)"
+        ),
+        {"course": course_id, "students": ids, "days": days + [None] * 5},
+    )
+    everyone = session.execute(
+        select(Enrollment.student_id, Enrollment.enrolled_at).where(Enrollment.course_id == course_id)
+    ).all()
+    dated = sorted((row for row in everyone if row[1] is not None), key=lambda r: (r[1], r[0]), reverse=True)
+    undated = sorted((row for row in everyone if row[1] is None), key=lambda r: r[0], reverse=True)
+    return [(s, t) for s, t in dated + undated]
+
+
+@pytest.mark.parametrize("limit", [1, 3, 5, 50])
+def test_a_courses_newest_students_page_through_every_enrollment_once_newest_first_undated_last(
+    limit: int, head_url: URL, engine_at: EngineAt
+) -> None:
+    with Session(engine_at(head_url)) as session:
+        _, _, _, history = seeded(session)
+        truth = dated_roster(session, history)
+        pages = [newest_students_of(session, history, limit=limit)]
+        while pages[-1]:
+            pages.append(newest_students_of(session, history, limit=limit, after=pages[-1][-1]))
+
+    assert [row for page in pages for row in page] == truth
+    assert all(len(page) == limit for page in pages[:-2])
+    assert truth[-1][1] is None
+    assert truth[0][1] is not None
+
+
+def test_each_page_of_newest_students_is_read_from_the_index_alone_without_a_sort(
+    head_url: URL, engine_at: EngineAt
+) -> None:
+    engine = engine_at(head_url)
+    with Session(engine) as session:
+        _, _, _, history = seeded(session)
+        truth = dated_roster(session, history)
+        session.commit()
+        with statements(engine) as sent:
+            newest_students_of(session, history, limit=3)
+            newest_students_of(session, history, limit=3, after=truth[2])  # dated rows after a dated one
+            newest_students_of(session, history, limit=8, after=truth[2])  # ... and into the undated
+            newest_students_of(session, history, limit=3, after=truth[-3])  # undated after an undated one
+        session.execute(text("SET LOCAL enable_seqscan = off"))
+        session.execute(text("SET LOCAL enable_bitmapscan = off"))
+        assert len(sent) == 5
+        for statement, parameters in sent:
+            plan = session.connection().exec_driver_sql(f"EXPLAIN {statement}", parameters).scalars().all()
+            assert only_index_only_scans(plan), plan
+            assert "ix_student_course_course_id_enrolled_at_student_id" in "\n".join(plan), plan
+            assert not any("Sort" in line for line in plan), plan
+
+
+def test_enrolling_dates_the_enrollment_and_newest_students_of_an_unknown_course_is_an_error(
+    head_url: URL, engine_at: EngineAt
+) -> None:
+    with Session(engine_at(head_url)) as session:
+        _, bob, _, history = seeded(session)
+        enroll(session, bob, history)
+        now = session.scalar(select(func.now()))
+        assert newest_students_of(session, history)[0] == (bob, now)
+        with pytest.raises(UnknownCourseError, match=r"^no course with id 999$"):
+            newest_students_of(session, 999)
