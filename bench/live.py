@@ -392,7 +392,8 @@ def plot(sides: list[Side], path: Path) -> None:
             begin, end = row.statement.started - start, row.statement.ended - start
             axis.axvspan(begin, max(end, begin + 0.02), color="tab:orange", alpha=0.3)
             axis.text(begin, 1.01, str(number), fontsize=7, transform=axis.get_xaxis_transform())
-            legend.append(f"{number}. {shortened(row.sql, 58)} ({row.seconds:.2f} s)")
+            # matplotlib reads $...$ as mathematics: a DO $$ block would not print.
+            legend.append(f"{number}. {shortened(row.sql, 58)} ({row.seconds:.2f} s)".replace("$", r"\$"))
         axis.text(
             1.01, 1, "\n".join(legend), fontsize=7, va="top", family="monospace", transform=axis.transAxes
         )

@@ -261,7 +261,7 @@ def violations(report: RevisionReport, budget: float) -> Iterable[Violation]:
                     row.revision,
                     row.sql,
                     f"made the application wait {ms(row.application_blocked)} for rows it locked, over the "
-                    f"{ms(budget)} budget: change them in batches, each its own short transaction",
+                    f"{ms(budget)} budget: change them in batches, each its own short transaction (backfill)",
                 )
             continue
         hold = max(over, key=lambda hold: (hold.seconds, hold.blocks_reads))
@@ -286,7 +286,7 @@ def violations(report: RevisionReport, budget: float) -> Iterable[Violation]:
             row.sql,
             f"took {hold.lock} and the same transaction kept it {ms(hold.seconds)}{through}, over the "
             f"{ms(budget)} budget; it blocks {blocked}. Commit before the slow work: put it in a revision "
-            "of its own, or backfill in batches",
+            "of its own, or update in batches (backfill)",
         )
 
 
@@ -309,11 +309,11 @@ ADVICE = [
     ),
     (
         re.compile(r"ADD\s+COLUMN.*DEFAULT", re.I | re.S),
-        "add the column without a volatile default, then SET DEFAULT, then backfill in batches",
+        "add the column without a volatile default, then SET DEFAULT, then fill it in batches (backfill)",
     ),
     (
         re.compile(r"ALTER\s+COLUMN.*TYPE", re.I | re.S),
-        "add a column of the new type, backfill it in batches, then switch to it",
+        "add a column of the new type, fill it in batches (backfill), then switch to it",
     ),
 ]
 
