@@ -47,6 +47,11 @@ NAIVE = HERE / "naive"
 SAFE = HERE / "safe"
 # The revision before the live change: the naive revisions follow it.
 LIVE_CHANGE_FROM = "b8512725b275"
+# The naive enrolled_at change, as autogenerate wrote it; the naive revisions after it are the
+# extras (a CHECK, a backfill), measured apart, beside ours (bench/safe/): the targets are the
+# project's change's.
+NAIVE_CHANGE = "e104c87e9452"
+EXTRAS_BASELINE = 10.0
 BUDGET = 0.05
 TRAFFIC = Settings(clients=4, rate=50)
 TABLE = "student_course"
@@ -132,18 +137,24 @@ def copy_database(server: URL, template: URL) -> URL:
 
 
 def side(
-    name: str, url: URL, population: Population, script_location: Path | None, args: argparse.Namespace
+    name: str,
+    url: URL,
+    population: Population,
+    script_location: Path | None,
+    target: str,
+    baseline: float,
+    args: argparse.Namespace,
 ) -> Side:
-    log(f"{name}: {args.baseline:g} s of baseline, then alembic upgrade head, then {args.after:g} s more")
+    log(f"{name}: {baseline:g} s of baseline, then alembic upgrade {target}, then {args.after:g} s more")
     before = relfilenode(url)
     measurement = lock_budget.measure(
         url,
-        "head",
+        target,
         script_location=script_location,
         population=population,
         budget=BUDGET,
         traffic=TRAFFIC,
-        warmup=args.baseline,
+        warmup=baseline,
         cooldown=args.after,
     )
     if measurement.recording.error:
@@ -172,14 +183,21 @@ def run(server: URL, args: argparse.Namespace, directory: Path) -> tuple[dict[st
         naive_url = copy_database(server, url)
         try:
             log("copied the loaded database for the naive way")
-            ours = side("ours", url, population, extended(directory), args)
-            naive = side("naive", naive_url, population, copy_with(NAIVE, directory, LIVE_CHANGE_FROM), args)
+            ours_copy, naive_copy = extended(directory), copy_with(NAIVE, directory, LIVE_CHANGE_FROM)
+            project_head = scripts(SCRIPT_LOCATION)[-1].revision
+            ours = side("ours", url, population, ours_copy, project_head, args.baseline, args)
+            naive = side("naive", naive_url, population, naive_copy, NAIVE_CHANGE, args.baseline, args)
+            extras = [
+                side(f"{name}, the extras", at, population, copy, "head", EXTRAS_BASELINE, args)
+                for name, at, copy in (("ours", url, ours_copy), ("naive", naive_url, naive_copy))
+                if copy is not None
+            ]
         finally:
             with admin(server) as conn:
                 conn.execute(f'DROP DATABASE IF EXISTS "{naive_url.database}" WITH (FORCE)')
     with psycopg.connect(conninfo(server)) as conn:
         version = conn.info.parameter_status("server_version") or "unknown"
-    return summarize(version, population, load_seconds, ours, naive), [ours, naive]
+    return summarize(version, population, load_seconds, ours, naive, extras), [ours, naive, *extras]
 
 
 def seconds_of(duration: str) -> float:
@@ -189,7 +207,7 @@ def seconds_of(duration: str) -> float:
 
 
 def summarize(
-    version: str, population: Population, load_seconds: float, ours: Side, naive: Side
+    version: str, population: Population, load_seconds: float, ours: Side, naive: Side, extras: list[Side]
 ) -> dict[str, Any]:
     lock_timeout = seconds_of(MigrationSettings.from_environment().lock_timeout)
     baseline, during = ours.latency("before"), ours.latency("during")
@@ -240,7 +258,7 @@ def summarize(
             "traffic": {"clients": TRAFFIC.clients, "rate_per_client": TRAFFIC.rate},
             "lock_timeout_s": lock_timeout,
         },
-        "sides": {s.name: side_results(s) for s in (ours, naive)},
+        "sides": {s.name: side_results(s) for s in (ours, naive, *extras)},
         "targets": [
             {"target": name, "passed": passed, "measured": measured} for name, passed, measured in targets
         ],
@@ -368,7 +386,7 @@ def plot(sides: list[Side], path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    figure, axes = plt.subplots(len(sides), 1, figsize=(14, 4 * len(sides)), sharey=True)
+    figure, axes = plt.subplots(len(sides), 1, figsize=(14, 3.4 * len(sides)), sharey=True)
     for axis, s in zip(axes, sides, strict=True):
         start = s.measurement.recording.started
         done = [t for t in s.traffic.transactions if t.error is None]
@@ -403,6 +421,6 @@ def plot(sides: list[Side], path: Path) -> None:
             title=f"{s.name}: longest application wait {ms(s.longest_application_wait)}, "
             f"migration {s.migration_seconds:.1f} s",
         )
-    axes[-1].set_xlabel("seconds since alembic upgrade head started; shaded and numbered: each statement")
-    figure.subplots_adjust(left=0.06, right=0.66, top=0.92, bottom=0.08, hspace=0.4)
+    axes[-1].set_xlabel("seconds since alembic upgrade started; shaded and numbered: each statement")
+    figure.subplots_adjust(left=0.06, right=0.66, top=0.96, bottom=0.05, hspace=0.45)
     figure.savefig(path, dpi=100)

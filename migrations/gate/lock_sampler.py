@@ -56,6 +56,7 @@ class Sighting:
 
 @dataclass(frozen=True)
 class Tick:
+    asked: float  # the server read pg_locks between these two moments
     at: float
     sightings: tuple[Sighting, ...]
     blocked: frozenset[int]  # the application's backends waiting for the migrator
@@ -86,10 +87,11 @@ class LockSampler:
         while not self._stop.is_set():
             pid = self.pid
             if pid is not None:
+                asked = time.monotonic()
                 rows = cursor.execute(
                     TICK, {"pid": pid, "application": self.application_name}, prepare=True
                 ).fetchall()
-                self.ticks.append(tick(time.monotonic(), rows))
+                self.ticks.append(tick(asked, time.monotonic(), rows))
             self._stop.wait(self.interval)
 
     def gaps(self) -> list[float]:
@@ -97,10 +99,10 @@ class LockSampler:
         return [later.at - earlier.at for earlier, later in zip(self.ticks, self.ticks[1:], strict=False)]
 
 
-def tick(at: float, rows: list[tuple[Any, ...]]) -> Tick:
+def tick(asked: float, at: float, rows: list[tuple[Any, ...]]) -> Tick:
     sightings = tuple(
         Sighting(Lock(oid, relation, table, mode), granted, live)
         for oid, relation, table, mode, granted, live, _ in rows
         if oid is not None
     )
-    return Tick(at, sightings, frozenset(rows[0][6] or ()) if rows else frozenset())
+    return Tick(asked, at, sightings, frozenset(rows[0][6] or ()) if rows else frozenset())

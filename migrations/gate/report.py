@@ -192,7 +192,9 @@ def statement_holds(
     revision: Revision, statement: Statement, held_before: frozenset[Lock], ticks: list[Tick]
 ) -> list[Hold]:
     """The locks `statement` took on relations other sessions could see, and how long each was held."""
-    during = [tick for tick in ticks if statement.started <= tick.at <= statement.ended]
+    # Only the ticks read while it ran: one asked just before it began may report the locks of
+    # the transaction before it, still committing.
+    during = [tick for tick in ticks if statement.started <= tick.asked and tick.at <= statement.ended]
     first_seen: dict[Lock, float] = {}
     live: set[Lock] = set()
     for tick in during:
