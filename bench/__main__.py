@@ -14,22 +14,22 @@ import platform
 import random
 import subprocess
 import sys
+import tempfile
 from collections.abc import Callable
 from functools import partial
 from pathlib import Path
 from typing import Any
 
 import psycopg
-from alembic.util import CommandError
 from sqlalchemy import URL, create_engine
-from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session
 
+from bench import live
 from bench import workload as w
 from migrations.bookkeeping import SCHEMA_REVISION
-from migrations.database.messages import first_line
+from migrations.database.messages import one_line_errors
 from migrations.database.scratch import ensure_server_url, scratch_database
-from migrations.database.url import DatabaseUrlError, conninfo
+from migrations.database.url import conninfo
 from models.queries import course_ids_of, student_ids_of
 
 HERE = Path(__file__).resolve().parent
@@ -41,6 +41,7 @@ FULL_RUN: dict[str, Any] = {
     "target_size": 10_000,
 }
 QUICK_RUN: dict[str, Any] = {"sizes": "1000,5000", "enrollments": 100_000, "repeat": 1, "target_size": 5000}
+LIVE_ENROLLMENTS = 10_000_000
 LOOKUPS = {"students of a course": student_ids_of, "courses of a student": course_ids_of}
 
 
@@ -56,7 +57,16 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--target-size", type=int, help="size the ratio targets apply to (default: 10000)")
     parser.add_argument("--output", type=Path, default=HERE, help="where results.json and .png go")
     parser.add_argument("--quick", action="store_true", help="a smoke run: smaller sizes, one run each")
+    parser.add_argument(
+        "--live",
+        action="store_true",
+        help="only (e), the live change at 10M enrollments (minutes): writes live.json and live.png",
+    )
+    parser.add_argument("--baseline", type=float, default=30, help="(e): seconds of traffic before (30)")
+    parser.add_argument("--after", type=float, default=5, help="(e): seconds of traffic after (5)")
     args = parser.parse_args(argv)
+    if args.live and args.enrollments is None:
+        args.enrollments = LIVE_ENROLLMENTS
     for option, default in (QUICK_RUN if args.quick else FULL_RUN).items():
         if getattr(args, option) is None:
             setattr(args, option, default)
@@ -71,20 +81,26 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
 
 def main(argv: list[str]) -> int:
     args = parse_args(argv)
-    try:
-        server = ensure_server_url()
-        results = run(server, args)
-    except (DatabaseUrlError, CommandError) as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 1
-    except (DBAPIError, psycopg.Error) as error:
-        print(f"error: {first_line(getattr(error, 'orig', error))}", file=sys.stderr)
-        return 1
+    if args.live:
+        return main_live(args)
+    with one_line_errors(status=1):
+        results = run(ensure_server_url(), args)
     args.output.mkdir(parents=True, exist_ok=True)
     (args.output / "results.json").write_text(json.dumps(results, indent=2) + "\n")
     plot(results, args.output / "results.png")
     print(report(results))
     w.log(f"wrote {args.output / 'results.json'} and {args.output / 'results.png'}")
+    return 0 if all(target["passed"] for target in results["targets"]) else 1
+
+
+def main_live(args: argparse.Namespace) -> int:
+    with one_line_errors(status=1), tempfile.TemporaryDirectory() as directory:
+        results, sides = live.run(ensure_server_url(), args, Path(directory))
+        args.output.mkdir(parents=True, exist_ok=True)
+        (args.output / "live.json").write_text(json.dumps(results, indent=2) + "\n")
+        live.plot(sides, args.output / "live.png")
+        print(live.report(results, sides))
+    w.log(f"wrote {args.output / 'live.json'} and {args.output / 'live.png'}")
     return 0 if all(target["passed"] for target in results["targets"]) else 1
 
 

@@ -1,4 +1,4 @@
-"""The PostgreSQL catalog of schema public as sorted, readable lines, and their diff.
+"""The PostgreSQL catalog of schema public as sorted, readable lines, their diff, and their fingerprint.
 
 Every catalog check (models vs migrations, stairway, offline vs online) and every test
 that shows a check can fail goes through `catalog`, `contents` and `difference`, so a
@@ -8,6 +8,7 @@ check and its can-fail test cannot drift apart.
 from __future__ import annotations
 
 import difflib
+import hashlib
 from collections.abc import Collection, Iterable
 
 from sqlalchemy import URL, MetaData, create_engine, text
@@ -35,11 +36,13 @@ COLUMNS = """
     WHERE c.relnamespace = 'public'::regnamespace AND c.relkind IN ('r', 'p', 'v', 'm', 'f')
       AND a.attnum > 0 AND NOT a.attisdropped AND c.relname <> ALL(:excluded)
 """
+# PostgreSQL 18 also lists each NOT NULL as a constraint (contype 'n'); the column lines say NOT NULL
+# on every version, so leaving those out keeps the lines, and each revision's fingerprint, the same.
 CONSTRAINTS = """
     SELECT format('constraint %s.%s %s', c.relname, k.conname, pg_get_constraintdef(k.oid))
     FROM pg_constraint k
     JOIN pg_class c ON c.oid = k.conrelid
-    WHERE c.relnamespace = 'public'::regnamespace AND c.relname <> ALL(:excluded)
+    WHERE c.relnamespace = 'public'::regnamespace AND c.relname <> ALL(:excluded) AND k.contype <> 'n'
 """
 INDEXES = """
     SELECT format('index %s.%s %s', t.relname, i.relname, pg_get_indexdef(i.oid))
@@ -95,6 +98,11 @@ def difference(expected: list[str], actual: list[str], expected_name: str, actua
     """A unified diff of two snapshots, empty when they are equal."""
     diff = difflib.unified_diff(expected, actual, expected_name, actual_name, lineterm="", n=1)
     return "\n".join(diff)
+
+
+def fingerprint(lines: list[str]) -> str:
+    """The SHA-256 of the sorted lines: what history.sum records for each revision."""
+    return hashlib.sha256("".join(f"{line}\n" for line in sorted(lines)).encode()).hexdigest()
 
 
 def models_vs_migrations(declared: URL, migrated: URL) -> str:

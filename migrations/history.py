@@ -1,14 +1,17 @@
 """The migration history's integrity: one line of revisions, each recorded in a manifest.
 
 ``migrations/history.sum`` lists every revision, base first: its file, its revision id,
-and a hash of the previous line's hash and the file's bytes (as in Atlas's atlas.sum).
+a hash of the previous line's hash and the file's bytes (as in Atlas's atlas.sum), and the
+fingerprint of the schema upgrading to it builds (catalog.fingerprint: the same on PostgreSQL
+15 to 18). What a revision builds must never change either, even when its file does not (a
+helper it calls changed): ``check`` rebuilds each one on a scratch database and compares.
 A revision that was applied somewhere must never change, so editing, removing or
 reordering a recorded file fails the check; and two branches that each add a revision
 both change the manifest's last line, so git makes them resolve it rather than merging
 two heads unnoticed.
 
-    uv run python -m migrations.history check    # what the tests check
-    uv run python -m migrations.history update   # record a new, reviewed revision
+    uv run python -m migrations.history check    # what the tests check (builds each revision)
+    uv run python -m migrations.history update   # record a new, reviewed revision (builds it)
 
 A revision whose downgrade cannot undo it says so: a module attribute
 ``irreversible = "why"``, and a downgrade that raises (``raise CommandError(irreversible)``)
@@ -27,13 +30,18 @@ from pathlib import Path
 from alembic.config import Config
 from alembic.script import Script, ScriptDirectory
 from alembic.util import CommandError
+from sqlalchemy import URL
 
 from migrations import SCRIPT_LOCATION
+from migrations.catalog import fingerprint
+from migrations.database.scratch import ensure_server_url
+from migrations.fingerprints import built_catalogs
 
 MANIFEST = "history.sum"
 UPDATE = "uv run python -m migrations.history update"
 HEADER = (
-    "# Every revision, base first: file, revision id, sha256(previous line's hash + file bytes).\n"
+    "# Every revision, base first: file, revision id, sha256(previous line's hash + file bytes),\n"
+    "# sha256 of the catalog it builds.\n"
     f"# Never edit by hand; after adding a revision run: {UPDATE}\n"
 )
 
@@ -43,9 +51,10 @@ class Entry:
     file: str
     revision: str
     digest: str
+    fingerprint: str = ""  # a manifest written before fingerprints has none
 
     def __str__(self) -> str:
-        return f"{self.file} {self.revision} {self.digest}"
+        return " ".join(filter(None, (self.file, self.revision, self.digest, self.fingerprint)))
 
 
 def scripts(script_location: Path) -> list[Script]:
@@ -75,21 +84,59 @@ def entries(script_location: Path) -> list[Entry]:
 def read_manifest(script_location: Path) -> list[Entry]:
     lines = (script_location / MANIFEST).read_text(encoding="utf-8-sig").splitlines()
     fields = [line.split() for line in lines if line.strip() and not line.startswith("#")]
-    malformed = [" ".join(line) for line in fields if len(line) != 3]
+    malformed = [" ".join(line) for line in fields if len(line) not in (3, 4)]
     if malformed:  # most likely git's conflict markers: two branches each added a revision
         raise CommandError(
-            f"{MANIFEST} has a line that is not 'file revision hash': {malformed[0]!r}. After a merge "
-            f"conflict, give your revision the other branch's head as its down_revision, then run: {UPDATE}"
+            f"{MANIFEST} has a line that is not 'file revision hash fingerprint': {malformed[0]!r}. After "
+            "a merge conflict, give your revision the other branch's head as its down_revision, then run: "
+            f"{UPDATE}"
         )
     return [Entry(*line) for line in fields]
 
 
-def write_manifest(script_location: Path) -> None:
+def write_manifest(script_location: Path, fingerprints: dict[str, str] | None = None) -> None:
     problems = chain_problems(script_location)
     if problems:
         raise CommandError("not recording a history that is not one line: " + "; ".join(problems))
-    lines = "".join(f"{entry}\n" for entry in entries(script_location))
+    fingerprints = fingerprints or {}
+    lines = "".join(
+        f"{Entry(entry.file, entry.revision, entry.digest, fingerprints.get(entry.revision, ''))}\n"
+        for entry in entries(script_location)
+    )
     (script_location / MANIFEST).write_text(HEADER + lines)
+
+
+def built_fingerprints(script_location: Path, server: URL) -> dict[str, str]:
+    """Each revision's fingerprint, built on a scratch database on `server`."""
+    revisions = [script.revision for script in scripts(script_location)]
+    return {
+        revision: fingerprint(lines)
+        for revision, lines in built_catalogs(server, revisions, script_location).items()
+    }
+
+
+def fingerprint_problems(script_location: Path, server: URL) -> list[str]:
+    """Each recorded revision whose fingerprint is missing, or differs from what it builds now."""
+    recorded = read_manifest(script_location)
+    built = built_fingerprints(script_location, server)
+    problems = []
+    for entry in recorded:
+        now = built.get(entry.revision)
+        if now is None:
+            continue  # removed: manifest_problems says so
+        if not entry.fingerprint:
+            problems.append(
+                f"{entry.file} (revision {entry.revision}) has no schema fingerprint in {MANIFEST}; "
+                f"record it: {UPDATE}"
+            )
+        elif entry.fingerprint != now:
+            problems.append(
+                f"{entry.file} (revision {entry.revision}) no longer builds the schema recorded in "
+                f"{MANIFEST} (fingerprint {entry.fingerprint[:12]}, now {now[:12]}), though a database may "
+                "already be at it: restore what changed what it builds (a helper it calls?), and make the "
+                f"change in a new revision; only if it never left your machine: {UPDATE}"
+            )
+    return problems
 
 
 def manifest_problems(script_location: Path) -> list[str]:
@@ -251,11 +298,11 @@ def problems(script_location: Path = SCRIPT_LOCATION) -> list[str]:
 def main(arguments: list[str]) -> int:
     try:
         if arguments == ["update"]:
-            write_manifest(SCRIPT_LOCATION)
+            write_manifest(SCRIPT_LOCATION, built_fingerprints(SCRIPT_LOCATION, ensure_server_url()))
             print(f"recorded {len(entries(SCRIPT_LOCATION))} revisions in {SCRIPT_LOCATION / MANIFEST}")
             return 0
         if arguments == ["check"]:
-            found = problems()
+            found = problems() or fingerprint_problems(SCRIPT_LOCATION, ensure_server_url())
             for problem in found:
                 print(problem, file=sys.stderr)
             return 1 if found else 0

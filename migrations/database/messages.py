@@ -2,10 +2,18 @@
 
 from __future__ import annotations
 
+import argparse
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from types import TracebackType
+from typing import NoReturn
 
+import psycopg
 from alembic.util import CommandError
+from sqlalchemy.exc import DBAPIError
+
+from migrations.database.url import DatabaseUrlError
 
 INTERRUPTED = "interrupted (Ctrl-C)"
 
@@ -42,3 +50,24 @@ def report_interrupts_in_one_line() -> None:
 
     hook.reports_interrupts = True  # type: ignore[attr-defined]
     sys.excepthook = hook
+
+
+class OneLineArgumentParser(argparse.ArgumentParser):
+    """argparse, whose complaint about the command line is one line (``error: ...``), exit status 2."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"error: {message} (see {self.prog} --help)\n")
+
+
+@contextmanager
+def one_line_errors(status: int) -> Iterator[None]:
+    """What a command expects to go wrong (a bad setting, a database that is unreachable or refuses)
+    as one ``error:`` line on stderr and exit status `status`; anything else keeps its traceback."""
+    try:
+        yield
+    except (CommandError, DatabaseUrlError, RuntimeError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        raise SystemExit(status) from None
+    except (DBAPIError, psycopg.Error) as error:
+        print(f"error: {first_line(getattr(error, 'orig', None) or error)}", file=sys.stderr)
+        raise SystemExit(status) from None

@@ -128,8 +128,8 @@ def test_a_manifest_with_merge_conflict_markers_is_reported_with_how_to_resolve_
     manifest = copy / MANIFEST
     manifest.write_text(manifest.read_text() + "<<<<<<< HEAD\n=======\n>>>>>>> other-branch\n")
     assert manifest_problems(copy) == [
-        f"{MANIFEST} has a line that is not 'file revision hash': '<<<<<<< HEAD'. After a merge conflict, "
-        f"give your revision the other branch's head as its down_revision, then run: {UPDATE}"
+        f"{MANIFEST} has a line that is not 'file revision hash fingerprint': '<<<<<<< HEAD'. After a merge "
+        f"conflict, give your revision the other branch's head as its down_revision, then run: {UPDATE}"
     ]
 
 

@@ -15,7 +15,7 @@ import yaml
 from sqlalchemy import make_url
 
 from tests.helpers.commands import PROJECT
-from tests.helpers.readme import quick_start_commands
+from tests.helpers.readme import quick_start_commands, shell_commands
 
 pytestmark = pytest.mark.migrations
 
@@ -25,6 +25,12 @@ WORKFLOW = PROJECT / ".github" / "workflows" / "ci.yml"
 def readme_test_command() -> str:
     """The command in the README's quick start that runs the tests."""
     [command] = [command for command in quick_start_commands() if "pytest" in command]
+    return command
+
+
+def readme_gate_command() -> str:
+    """The command in the README's "Before you deploy" that runs the deploy gate."""
+    [command] = [command for command in shell_commands("Before you deploy") if "migrations.gate" in command]
     return command
 
 
@@ -71,7 +77,7 @@ def test_database_url_points_at_the_service_with_its_password(job: dict[str, Any
     assert url.password == service["env"]["POSTGRES_PASSWORD"]
 
 
-def test_the_steps_set_up_uv_lint_type_check_and_run_exactly_the_readme_test_command(
+def test_the_steps_set_up_uv_lint_type_check_and_run_exactly_the_readme_test_and_gate_commands(
     job: dict[str, Any],
 ) -> None:
     steps = job["steps"]
@@ -86,6 +92,7 @@ def test_the_steps_set_up_uv_lint_type_check_and_run_exactly_the_readme_test_com
         "uv run ruff format --check .",
         "uv run mypy",
         readme_test_command(),
+        readme_gate_command(),
     ]
 
 
