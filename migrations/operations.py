@@ -153,7 +153,6 @@ def backfill(
     keys = ", ".join(key)
     last = ", ".join(f"last[{position}]" for position in range(1, len(key) + 1))
     descending = ", ".join(f"{column} DESC" for column in key)
-    same_row = " AND ".join(f"updated_row.{column} = batch.{column}" for column in key)
     label = sql_literal(name)
     if in_caller_transaction():
         op.execute(f"UPDATE {table} SET {assignments} WHERE {where}")
@@ -186,8 +185,8 @@ def backfill(
                         WHERE last IS NULL OR ({keys}) > ({last})
                         ORDER BY {keys} LIMIT {batch_size}
                     ), updated AS (
-                        UPDATE {table} AS updated_row SET {assignments} FROM batch
-                        WHERE {same_row} AND ({where})
+                        UPDATE {table} SET {assignments}
+                        WHERE ({keys}) IN (SELECT {keys} FROM batch) AND ({where})
                     )
                     SELECT count(*), (SELECT ARRAY[{keys}] FROM batch ORDER BY {descending} LIMIT 1)
                     INTO visited, last FROM batch;

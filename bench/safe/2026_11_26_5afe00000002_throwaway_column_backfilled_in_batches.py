@@ -27,9 +27,7 @@ def upgrade() -> None:
     backfill(
         "student_course",
         "backfilled = true",
-        # backfill() names the table updated_row, and its batch has the key columns too: a key
-        # column in the condition must say whose it is.
-        "backfilled IS NULL AND updated_row.course_id <= 1000",
+        "backfilled IS NULL AND course_id <= 1000",
         name="bench_backfilled",
         key=["student_id", "course_id"],
         batch_size=1000,

@@ -196,9 +196,10 @@ def test_set_not_null_is_proved_by_a_validated_check_so_postgresql_skips_its_sca
     ]
 
 
+# Its condition names a key column too, which the batches select as well: it must not be ambiguous.
 BACKFILL = (
-    'backfill("student_course", "enrolled_at = \'epoch\'", "enrolled_at IS NULL", name="epoch", '
-    'key=["student_id", "course_id"], batch_size=500, pause={pause})'
+    'backfill("student_course", "enrolled_at = \'epoch\'", "enrolled_at IS NULL AND course_id > 0", '
+    'name="epoch", key=["student_id", "course_id"], batch_size=500, pause={pause})'
 )
 
 
