@@ -2,8 +2,8 @@
 
 - Who can connect: the checkout's owner, and root. The server listens on no TCP port. Its Unix
   socket is in ``.pgdata/``, a 0700 directory of the server's user, so no one else can reach
-  it; and ``pg_hba.conf`` admits only peer-authenticated OS users that ``pg_ident.conf`` maps
-  to ``postgres``: the server's user and root.
+  it; and ``pg_hba.conf`` admits only peer-authenticated OS users that ``pg_ident.conf`` maps:
+  the server's user and root, as ``postgres`` or any role they create (a tool's read-only role).
 - What is stored where: ``.pgdata/data`` (the cluster), ``.pgdata/server.log``, the socket and
   ``.pgdata/system_identifier`` (the cluster's identity, recorded at initialization); the lock
   that serializes our commands is ``.pgdata.lock``. Who runs it: see ``server_user.py``.
@@ -187,7 +187,8 @@ def initialize(user: ServerUser) -> None:
     configuration = {
         "pg_hba.conf": "# Only OS users pg_ident.conf maps, on the Unix socket in .pgdata/.\n"
         "local all all peer map=owner\nlocal replication all peer map=owner\n",
-        "pg_ident.conf": f"owner root postgres\nowner {user.name} postgres\n",
+        # "all": any role, postgres or one made to read only, as a deployment's tools would use.
+        "pg_ident.conf": f"owner root all\nowner {user.name} all\n",
     }
     for name, text in configuration.items():
         write_as(user, staging / name, text)

@@ -54,3 +54,12 @@ def pair(open_directory: Path) -> Iterator[tuple[Path, Path]]:
     finally:
         for checkout in checkouts:
             discard_checkout(checkout)
+
+
+@pytest.fixture
+def short_tmp_path() -> Iterator[Path]:
+    """A temporary directory with a short path: a socket path may not exceed 107 characters, and
+    pytest's own (longer under pytest-xdist) leaves a clone's too little room."""
+    path = Path(tempfile.mkdtemp(prefix="e-")).resolve()
+    yield path
+    shutil.rmtree(path, ignore_errors=True)

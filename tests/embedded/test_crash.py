@@ -49,9 +49,9 @@ def killed_when(checkout: Path, moment: Callable[[], bool]) -> None:
 
 
 def test_a_first_run_killed_during_initdb_or_right_after_it_is_recovered_by_the_next_run(
-    tmp_path: Path,
+    short_tmp_path: Path,
 ) -> None:
-    checkout = make_checkout(tmp_path / "clone")
+    checkout = make_checkout(short_tmp_path / "clone")
     staging = checkout / ".pgdata"
     try:
         # while initdb writes the cluster (its base/ directory is there, not yet complete)

@@ -176,8 +176,8 @@ def test_a_damaged_or_foreign_pgdata_gives_one_line_and_is_left_as_it_is(
             saved.replace(data / file)
 
 
-def test_an_older_layouts_pgdata_gives_one_line(tmp_path: Path) -> None:
-    old = make_checkout(tmp_path / "old")
+def test_an_older_layouts_pgdata_gives_one_line(short_tmp_path: Path) -> None:
+    old = make_checkout(short_tmp_path / "old")
     (old / ".pgdata").mkdir(mode=0o700)
     (old / ".pgdata" / "PG_VERSION").write_text("18\n")
 
@@ -236,9 +236,9 @@ def test_ctrl_c_during_a_command_gives_one_line_and_exit_status_130(
     not ROOT or shutil.which("setpriv") is None, reason="needs root, and setpriv to drop a capability"
 )
 def test_without_cap_sys_admin_a_clone_its_server_user_cannot_enter_gets_one_line_and_nothing_changes(
-    tmp_path: Path,
+    short_tmp_path: Path,
 ) -> None:
-    private = tmp_path / "private"
+    private = short_tmp_path / "private"
     private.mkdir(mode=0o700)
     clone = make_checkout(private / "clone")
     environment = {k: v for k, v in os.environ.items() if k != "DATABASE_URL" and not k.startswith("PG")}
