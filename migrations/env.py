@@ -6,13 +6,18 @@
   locks and timeouts. An Engine is connected and managed here, like DATABASE_URL.
 - Runs are serialized by a PostgreSQL advisory lock, taken before alembic_version is
   read, so replicas that all migrate at deploy time cannot interleave.
-- Every migration statement runs under ``lock_timeout`` and ``statement_timeout``
-  (MIGRATION_LOCK_TIMEOUT, MIGRATION_STATEMENT_TIMEOUT), so a migration that queues
-  behind a long transaction gives up instead of stalling every query behind it.
+- Every migration statement runs under ``lock_timeout`` (MIGRATION_LOCK_TIMEOUT, 500ms) and
+  ``statement_timeout`` (MIGRATION_STATEMENT_TIMEOUT), so a migration that queues behind a
+  long transaction stalls the queries behind it for half a second at most, then gives up; the
+  revision rolled back whole, so it is retried (MIGRATION_LOCK_RETRIES), and the last failure
+  names the session that held the lock. Concurrent builds and validations, which wait for
+  older transactions by design, run under long limits of their own (operations.py).
 - Upgrades commit per migration (``transaction_per_migration``): a failure keeps the
   revisions before it. A downgrade is one transaction, whatever form its destination takes
   (``-1``, ``head-2``, ``<rev>-1``, a partial id, ``base``): a revision that refuses to drop
-  user data part-way leaves the database exactly where it was.
+  user data part-way leaves the database exactly where it was. Except what PostgreSQL cannot
+  run in a transaction: a revision that builds or drops an index concurrently is a
+  transaction of its own, recorded with it, between the atomic runs of the others.
 - A relative destination (``downgrade -1``, ``upgrade +1``) counts from the revision the
   database was at when the command started, not from wherever other migrators left it
   while this one waited for the lock: 8 replicas rolling back with ``downgrade -1`` step
