@@ -9,31 +9,22 @@ import sys
 
 from alembic import command
 from alembic.config import Config
-from alembic.util import CommandError
 from sqlalchemy import create_engine
-from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session
 
 from migrations import ALEMBIC_INI
 from migrations.database import ensure_database_url
-from migrations.database.messages import first_line, report_interrupts_in_one_line
-from migrations.database.url import DatabaseUrlError
+from migrations.database.messages import one_line_errors, report_interrupts_in_one_line
 from models.queries import iter_roster, roster_text
 
 
 def main() -> int:
     report_interrupts_in_one_line()
-    try:
+    with one_line_errors(1):
         url = ensure_database_url()
         command.upgrade(Config(ALEMBIC_INI), "head")
         with Session(create_engine(url)) as session:
             print(roster_text(iter_roster(session)), end="")
-    except (CommandError, DatabaseUrlError) as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 1
-    except DBAPIError as error:
-        print(f"error: {first_line(error.orig)}", file=sys.stderr)
-        return 1
     return 0
 
 

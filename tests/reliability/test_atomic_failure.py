@@ -13,6 +13,7 @@ from sqlalchemy import URL
 
 from migrations import ALEMBIC_INI
 from migrations.database.url import conninfo
+from tests.helpers.activity import wait_for_sessions
 from tests.helpers.copies import copy_project
 from tests.helpers.forked_cli import run_alembic, start_alembic
 from tests.helpers.snapshots import snapshot, versions
@@ -49,22 +50,6 @@ def project_with_revision(tmp_path: Path, body: str) -> Path:
     return ini
 
 
-def session_of_migrator(url: URL, running: str) -> int:
-    """The pid of the server session, in `url`'s database, whose query contains `running`."""
-    deadline = time.monotonic() + 30
-    with psycopg.connect(conninfo(url), autocommit=True) as conn:
-        while time.monotonic() < deadline:
-            found = conn.execute(
-                "SELECT pid FROM pg_stat_activity WHERE datname = current_database() "
-                "AND state = 'active' AND strpos(query, %s) > 0 AND pid <> pg_backend_pid()",
-                (running,),
-            ).fetchone()
-            if found:
-                return int(found[0])
-            time.sleep(0.02)
-    raise AssertionError(f"no session of {url.database} started running {running}")
-
-
 def session_ends(url: URL, pid: int, within: float) -> bool:
     deadline = time.monotonic() + within
     with psycopg.connect(conninfo(url), autocommit=True) as conn:
@@ -98,7 +83,7 @@ def test_a_migrator_killed_mid_revision_leaves_a_consistent_revision_and_the_nex
     migrator = start_alembic(
         "upgrade", "head", url=head_url, workdir=tmp_path, ini=ini, env={"MIGRATION_TEST_SLEEP": "1"}
     )
-    session = session_of_migrator(head_url, "pg_sleep")
+    [session] = wait_for_sessions(head_url, "state = 'active' AND strpos(query, %s) > 0", ("pg_sleep",))
 
     migrator.kill()
 

@@ -16,6 +16,7 @@ from migrations import ALEMBIC_INI, SCRIPT_LOCATION
 from migrations.bookkeeping import MIGRATION_LOCK_KEY
 from migrations.database.url import conninfo
 from migrations.runner import WAITING_FOR_THE_LOCK
+from tests.helpers.activity import wait_for_sessions
 from tests.helpers.forked_cli import Finished, run_alembic, start_alembic
 from tests.helpers.snapshots import snapshot
 from tests.helpers.types import EngineAt, MakeDatabase
@@ -26,18 +27,7 @@ HISTORY = ScriptDirectory.from_config(Config(ALEMBIC_INI))
 
 def wait_until_polling_for_the_lock(url: URL, migrators: int = 1) -> None:
     """Return once `migrators` processes connected to `url` wait for the migration lock."""
-    deadline = time.monotonic() + 30
-    with psycopg.connect(conninfo(url), autocommit=True) as conn:
-        while time.monotonic() < deadline:
-            waiting = conn.execute(
-                "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
-                "AND application_name = %s",
-                (WAITING_FOR_THE_LOCK,),
-            ).fetchone()
-            if waiting and waiting[0] >= migrators:
-                return
-            time.sleep(0.02)
-    raise AssertionError(f"{migrators} migrators did not all start waiting for the migration lock")
+    wait_for_sessions(url, "application_name = %s", (WAITING_FOR_THE_LOCK,), count=migrators)
 
 
 def at_once(url: URL, tmp_path: Path, *args: str) -> list[Finished]:

@@ -17,6 +17,7 @@ from sqlalchemy import URL
 from migrations import ALEMBIC_INI
 from migrations.bookkeeping import SCHEMA_REVISION
 from migrations.database.url import conninfo
+from tests.helpers.activity import wait_for_sessions
 from tests.helpers.forked_cli import run_alembic, start_alembic
 from tests.helpers.snapshots import snapshot, versions
 from tests.helpers.types import MakeDatabase
@@ -96,7 +97,7 @@ def test_a_migration_retried_after_the_holder_commits_succeeds(
     url, holder = holder_of_students.url, holder_of_students.connection
     settings = {"MIGRATION_LOCK_TIMEOUT": "300ms", "MIGRATION_LOCK_RETRIES": "2"}
     migrator = start_alembic("upgrade", "head", url=url, workdir=tmp_path, env=settings)
-    wait_for_a_lock_wait(url)
+    wait_for_sessions(url, "wait_event_type = 'Lock'")
     time.sleep(0.5)  # past the first lock_timeout: the migrator is waiting to retry
     holder.commit()
 
@@ -105,19 +106,6 @@ def test_a_migration_retried_after_the_holder_commits_succeeds(
     assert result.returncode == 0, result.output
     assert sum("; retrying in " in line for line in result.message) == 1, result.output
     assert versions(url) == [HEAD]
-
-
-def wait_for_a_lock_wait(url: URL) -> None:
-    deadline = time.monotonic() + 30
-    with psycopg.connect(conninfo(url), autocommit=True) as conn:
-        while time.monotonic() < deadline:
-            if conn.execute(
-                "SELECT 1 FROM pg_stat_activity "
-                "WHERE datname = current_database() AND wait_event_type = 'Lock'"
-            ).fetchone():
-                return
-            time.sleep(0.02)
-    raise AssertionError("the migrator never waited for a lock")
 
 
 @pytest.mark.parametrize(

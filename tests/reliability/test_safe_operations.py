@@ -22,6 +22,7 @@ from sqlalchemy import URL
 
 from migrations import ALEMBIC_INI
 from migrations.database.url import conninfo
+from tests.helpers.activity import wait_for_sessions
 from tests.helpers.copies import add_revision, copy_project
 from tests.helpers.forked_cli import Running, start_alembic
 from tests.helpers.snapshots import rows
@@ -62,19 +63,12 @@ def migrator(tmp_path: Path, url: URL, upgrade: str, **env: str) -> Running:
 
 def wait_for_migrator(url: URL, *, running: str = "", waiting: bool = False) -> None:
     """Until the migrator's current statement contains `running`, and (if `waiting`) waits for a lock."""
-    deadline = time.monotonic() + 30
-    with psycopg.connect(conninfo(url), autocommit=True) as conn:
-        while time.monotonic() < deadline:
-            found = conn.execute(
-                "SELECT 1 FROM pg_stat_activity WHERE datname = current_database() "
-                "AND application_name = 'alembic: migrating' AND state = 'active' AND strpos(query, %s) > 0 "
-                "AND (NOT %s OR wait_event_type = 'Lock')",
-                (running, waiting),
-            ).fetchone()
-            if found:
-                return
-            time.sleep(0.005)
-    raise AssertionError(f"the migrator never ran {running!r}{' waiting for a lock' if waiting else ''}")
+    wait_for_sessions(
+        url,
+        "application_name = 'alembic: migrating' AND state = 'active' AND strpos(query, %s) > 0 "
+        "AND (NOT %s OR wait_event_type = 'Lock')",
+        (running, waiting),
+    )
 
 
 def probe_writes(url: URL) -> bool:

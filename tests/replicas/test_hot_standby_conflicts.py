@@ -101,7 +101,9 @@ def test_a_stalled_replay_is_measured_by_wait_for_standbys_while_pg_stat_replica
     assert late.name == busy.name
     assert (late.reported_lag or 0) < stalled.waited  # stale: the value from before the stall
     assert measured.caught_up
-    assert stalled.waited + measured.waited >= DELAY * 0.9
+    # Replay stalled most of the delay (the grace period counts from when the WAL arrived, a little
+    # before the ALTER returned); without a stall both waits take milliseconds.
+    assert stalled.waited + measured.waited >= DELAY * 0.6
 
 
 def test_access_exclusive_locks_names_the_existing_relations_a_transaction_locks_so_and_no_others(
