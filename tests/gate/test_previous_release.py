@@ -181,6 +181,16 @@ def test_without_a_tag_the_previous_release_is_the_commit_before_the_newest_revi
     assert "c0ffee000001" in found.name
 
 
+def test_without_a_tag_revisions_outside_the_repository_are_new_and_the_previous_release_is_head(
+    repository: Path, tmp_path: Path
+) -> None:
+    elsewhere = copy_migrations(tmp_path / "elsewhere")
+    add_revision(elsewhere, "c0ffee000002", HEAD, upgrade="op.execute('SELECT 2')")
+    found = find(repository, elsewhere)
+    assert found.commit == git(repository, "rev-parse", "HEAD")
+    assert found.name.startswith("HEAD (")
+
+
 def test_a_shallow_clone_without_tags_is_told_to_fetch_them(repository: Path, tmp_path: Path) -> None:
     clone = tmp_path / "shallow"
     git(tmp_path, "clone", "--quiet", "--depth", "1", repository.as_uri(), str(clone))
