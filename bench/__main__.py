@@ -25,6 +25,7 @@ from sqlalchemy import URL, create_engine
 from sqlalchemy.orm import Session
 
 from bench import live
+from bench import standby as replica
 from bench import workload as w
 from migrations.bookkeeping import SCHEMA_REVISION
 from migrations.database.messages import one_line_errors
@@ -62,6 +63,11 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         action="store_true",
         help="only (e), the live change at 10M enrollments (minutes): writes live.json and live.png",
     )
+    parser.add_argument(
+        "--standby",
+        action="store_true",
+        help="(e) on a private primary with a hot standby serving reads: its replay lag and schema too",
+    )
     parser.add_argument("--baseline", type=float, default=30, help="(e): seconds of traffic before (30)")
     parser.add_argument("--after", type=float, default=5, help="(e): seconds of traffic after (5)")
     args = parser.parse_args(argv)
@@ -95,7 +101,11 @@ def main(argv: list[str]) -> int:
 
 def main_live(args: argparse.Namespace) -> int:
     with one_line_errors(status=1), tempfile.TemporaryDirectory() as directory:
-        results, sides = live.run(ensure_server_url(), args, Path(directory))
+        if args.standby:
+            with replica.replicated_server() as cluster:
+                results, sides = live.run(cluster.primary.url(), args, Path(directory), cluster)
+        else:
+            results, sides = live.run(ensure_server_url(), args, Path(directory))
         args.output.mkdir(parents=True, exist_ok=True)
         (args.output / "live.json").write_text(json.dumps(results, indent=2) + "\n")
         live.plot(sides, args.output / "live.png")

@@ -22,6 +22,7 @@ import argparse
 import re
 import shutil
 import time
+from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -31,6 +32,7 @@ from alembic import command
 from alembic.script import ScriptDirectory
 from sqlalchemy import URL
 
+from bench import standby as replica
 from bench.workload import log
 from migrations import SCRIPT_LOCATION
 from migrations.database.scratch import admin, alembic_config, scratch_database
@@ -41,6 +43,7 @@ from migrations.gate.report import markdown, ms, render, shortened
 from migrations.gate.traffic import Settings
 from migrations.history import scripts
 from migrations.runner import Settings as MigrationSettings
+from tests.helpers.replication import Cluster
 
 HERE = Path(__file__).resolve().parent
 NAIVE = HERE / "naive"
@@ -63,6 +66,7 @@ class Side:
     measurement: lock_budget.Measurement
     relfilenode: tuple[int, int]
     script_location: Path | None
+    standby: replica.Recording | None = None
 
     @property
     def traffic(self) -> Any:
@@ -144,36 +148,36 @@ def side(
     target: str,
     baseline: float,
     args: argparse.Namespace,
+    cluster: Cluster | None = None,
 ) -> Side:
     log(f"{name}: {baseline:g} s of baseline, then alembic upgrade {target}, then {args.after:g} s more")
     before = relfilenode(url)
-    measurement = lock_budget.measure(
-        url,
-        target,
-        script_location=script_location,
-        population=population,
-        budget=BUDGET,
-        traffic=TRAFFIC,
-        warmup=baseline,
-        cooldown=args.after,
-    )
+    with ExitStack() as stack:
+        watched = None
+        if cluster is not None:
+            watched = stack.enter_context(replica.watching(cluster, str(url.database), population))
+        measurement = lock_budget.measure(
+            url,
+            target,
+            script_location=script_location,
+            population=population,
+            budget=BUDGET,
+            traffic=TRAFFIC,
+            warmup=baseline,
+            cooldown=args.after,
+        )
     if measurement.recording.error:
         raise RuntimeError(f"{name}: the migration failed: {measurement.recording.error}")
     log(f"{name}: migrated in {measurement.recording.ended - measurement.recording.started:.1f} s")
-    return Side(name, measurement, (before, relfilenode(url)), script_location)
+    return Side(name, measurement, (before, relfilenode(url)), script_location, watched)
 
 
-def standby_replay_lag(url: URL) -> None:
-    """Issue 11, item 5: the standby's replay lag during the live change, measured beside the locks.
+def run(
+    server: URL, args: argparse.Namespace, directory: Path, cluster: Cluster | None = None
+) -> tuple[dict[str, Any], list[Side]]:
+    """Both ways measured; `directory` holds the copies of migrations/ they ran from.
 
-    The hook for it: once migrations/replicas.py can start a standby of the benchmark's server,
-    sample pg_stat_replication.replay_lag here, for each side, over the same window as the lock
-    sampler, and add it to the report and the plot. Until then nothing is measured.
-    """
-
-
-def run(server: URL, args: argparse.Namespace, directory: Path) -> tuple[dict[str, Any], list[Side]]:
-    """Both ways measured; `directory` holds the copies of migrations/ they ran from."""
+    With `cluster` (whose primary is `server`), each way is watched from its hot standby too."""
     with scratch_database(server, prefix="bench") as url:
         log(f"live change: migrating to {LIVE_CHANGE_FROM}, then loading {args.enrollments:,} enrollments")
         command.upgrade(alembic_config(url), LIVE_CHANGE_FROM)
@@ -183,12 +187,18 @@ def run(server: URL, args: argparse.Namespace, directory: Path) -> tuple[dict[st
         naive_url = copy_database(server, url)
         try:
             log("copied the loaded database for the naive way")
+            if cluster is not None:
+                started = time.perf_counter()
+                cluster.wait_for_replay(timeout=1800)
+                log(f"the standby replayed the load and the copy {time.perf_counter() - started:.1f} s later")
             ours_copy, naive_copy = extended(directory), copy_with(NAIVE, directory, LIVE_CHANGE_FROM)
             project_head = scripts(SCRIPT_LOCATION)[-1].revision
-            ours = side("ours", url, population, ours_copy, project_head, args.baseline, args)
-            naive = side("naive", naive_url, population, naive_copy, NAIVE_CHANGE, args.baseline, args)
+            ours = side("ours", url, population, ours_copy, project_head, args.baseline, args, cluster)
+            naive = side(
+                "naive", naive_url, population, naive_copy, NAIVE_CHANGE, args.baseline, args, cluster
+            )
             extras = [
-                side(f"{name}, the extras", at, population, copy, "head", EXTRAS_BASELINE, args)
+                side(f"{name}, the extras", at, population, copy, "head", EXTRAS_BASELINE, args, cluster)
                 for name, at, copy in (("ours", url, ours_copy), ("naive", naive_url, naive_copy))
                 if copy is not None
             ]
@@ -248,6 +258,8 @@ def summarize(
             f"({wait_ratio:.0f}x)",
         ),
     ]
+    if ours.standby is not None:
+        targets += standby_targets(ours)
     return {
         "meta": {
             "postgresql": version,
@@ -265,6 +277,53 @@ def summarize(
     }
 
 
+def revisions_of(s: Side) -> list[str]:
+    return [report.revision.revision for report in s.measurement.reports]
+
+
+def standby_results(s: Side) -> dict[str, Any] | None:
+    if s.standby is None:
+        return None
+    return replica.results(s.standby, s.measurement.window("during"), revisions_of(s))
+
+
+def delays_text(delays: dict[str, float | None]) -> str:
+    return ", ".join(
+        f"{revision}: {'not seen' if delay is None else ms(delay)}" for revision, delay in delays.items()
+    )
+
+
+def standby_targets(ours: Side) -> list[tuple[str, bool, str]]:
+    found = standby_results(ours)
+    assert found is not None
+    lag = found["replay_lag_s"]["max"]
+    delays = found["schema_on_standby_after_s"]
+    slowest = max((delay for delay in delays.values() if delay is not None), default=None)
+    failed = found["reads_failed"]
+    return [
+        (
+            f"the standby's replay lag during the migration <= {replica.LAG_TARGET:g} s",
+            lag is not None and lag <= replica.LAG_TARGET,
+            "no samples" if lag is None else f"max {ms(lag)} over {found['replay_lag_s']['samples']} samples",
+        ),
+        (
+            f"each revision on the standby within {replica.SCHEMA_TARGET:g} s of the primary",
+            slowest is not None and None not in delays.values() and slowest <= replica.SCHEMA_TARGET,
+            delays_text(delays),
+        ),
+        (
+            "the standby's catalog equals the primary's once it has caught up",
+            found["catalog_matches"],
+            "equal" if found["catalog_matches"] else "differs",
+        ),
+        (
+            "0 failed reads on the standby",
+            not failed,
+            str(len(failed)) + (f" ({failed[0]})" if failed else ""),
+        ),
+    ]
+
+
 def side_results(s: Side) -> dict[str, Any]:
     sampler = sorted(s.measurement.tick_gaps)
     return {
@@ -274,6 +333,7 @@ def side_results(s: Side) -> dict[str, Any]:
         "longest_blocking_hold_s": s.longest_blocking_hold,
         "longest_application_wait_s": s.longest_application_wait,
         "latency": {window: vars(s.latency(window)) for window in ("before", "during", "after")},
+        "standby": standby_results(s),
         "sampler_gap_ms": {
             "p50": sampler[len(sampler) // 2] * 1000 if sampler else None,
             "p99": sampler[int(len(sampler) * 0.99)] * 1000 if sampler else None,
@@ -374,6 +434,33 @@ def report(results: dict[str, Any], sides: list[Side]) -> str:
         names = titles(s.script_location)
         for revision in s.measurement.reports:
             parts.append(f"{s.name}: " + render(revision, names.get(revision.revision.revision, "")))
+    standby_rows = [
+        [
+            name,
+            ms(lag["p50"] or 0.0),
+            ms(lag["p99"] or 0.0),
+            ms(lag["max"] or 0.0),
+            delays_text(found["schema_on_standby_after_s"]),
+            f"{found['reads_during']['p99'] * 1000:.1f} ms",
+            str(len(found["reads_failed"])),
+            "yes" if found["catalog_matches"] else "NO",
+        ]
+        for name, side_ in results["sides"].items()
+        if (found := side_["standby"]) is not None
+        for lag in [found["replay_lag_s"]]
+    ]
+    if standby_rows:
+        headers = [
+            "way",
+            "replay lag p50",
+            "p99",
+            "max",
+            "each revision on the standby after",
+            "standby reads p99",
+            "failed",
+            "catalog equal",
+        ]
+        parts.append("The hot standby, during each migration:\n\n" + markdown(headers, standby_rows))
     verdicts = [["PASS" if t["passed"] else "FAIL", t["target"], t["measured"]] for t in results["targets"]]
     parts.append(markdown(["", "target", "measured"], verdicts))
     return "\n\n".join(parts)

@@ -59,12 +59,14 @@ TRANSACTIONS = {
     ),
     "unenroll": ("DELETE FROM student_course WHERE student_id = %s AND course_id = %s", 1),
 }
+WRITES = ("enroll", "unenroll")
 
 
 @dataclass(frozen=True)
 class Settings:
     clients: int = 4
     rate: float = 50.0  # transactions per second per client
+    reads_only: bool = False  # for a hot standby: the application's reads, without its writes
 
 
 @dataclass(frozen=True)
@@ -204,17 +206,22 @@ def client(
     number: int,
     conn: psycopg.Connection[Any],
     population: Population,
-    rate: float,
+    settings: Settings,
     stop: threading.Event,
     due: list[float | None],
 ) -> list[Row]:
     """Send transactions on schedule until `stop`; `due[number]` is the schedule of the one overdue."""
     rng = random.Random(number)  # noqa: S311 - reproducible traffic, not secrets
-    kinds = [kind for kind, (_, weight) in TRANSACTIONS.items() for _ in range(weight)]
+    kinds = [
+        kind
+        for kind, (_, weight) in TRANSACTIONS.items()
+        if not (settings.reads_only and kind in WRITES)
+        for _ in range(weight)
+    ]
     done: list[Row] = []
     scheduled = time.monotonic()
     while not stop.is_set():
-        scheduled += rng.expovariate(rate)
+        scheduled += rng.expovariate(settings.rate)
         delay = scheduled - time.monotonic()
         due[number] = None if delay > 0 else scheduled
         if delay > 0 and stop.wait(delay):
@@ -251,7 +258,7 @@ def main() -> None:
     due: list[float | None] = [None for _ in connections]
 
     def run(number: int) -> None:
-        results[number] = client(number, connections[number], population, settings.rate, stop, due)
+        results[number] = client(number, connections[number], population, settings, stop, due)
 
     threads = [threading.Thread(target=run, args=(number,)) for number in range(len(connections))]
     print(f"ready {time.monotonic()}", flush=True)

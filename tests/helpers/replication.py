@@ -326,8 +326,10 @@ class Cluster:
         shutil.rmtree(self.directory, ignore_errors=True)
 
 
-def start_cluster(install: Install, standbys: int = 1) -> Cluster:
-    """A primary and `standbys` hot standbys of it, running; on any failure, nothing is left."""
+def start_cluster(install: Install, standbys: int = 1, settings: Mapping[str, str] | None = None) -> Cluster:
+    """A primary and `standbys` hot standbys of it, running; on any failure, nothing is left.
+
+    `settings` are the primary's beyond PRIMARY_SETTINGS; a standby starts from a copy of them."""
     sweep_stale()
     user = ServerUser.for_us()
     directory = Path(tempfile.mkdtemp(prefix=f"{DIRECTORY_PREFIX}{os.getpid()}-", dir=scratch_root()))
@@ -347,7 +349,12 @@ def start_cluster(install: Install, standbys: int = 1) -> Cluster:
             ]
         )  # fmt: skip
         primary.configure(
-            {**PRIMARY_SETTINGS, "unix_socket_directories": f"'{directory}'", "port": str(PRIMARY_PORT)}
+            {
+                **PRIMARY_SETTINGS,
+                **(settings or {}),
+                "unix_socket_directories": f"'{directory}'",
+                "port": str(PRIMARY_PORT),
+            }
         )
         primary.start()
         for _ in range(standbys):
@@ -359,8 +366,10 @@ def start_cluster(install: Install, standbys: int = 1) -> Cluster:
 
 
 @contextlib.contextmanager
-def running_cluster(install: Install, standbys: int = 1) -> Iterator[Cluster]:
-    cluster = start_cluster(install, standbys)
+def running_cluster(
+    install: Install, standbys: int = 1, settings: Mapping[str, str] | None = None
+) -> Iterator[Cluster]:
+    cluster = start_cluster(install, standbys, settings)
     try:
         yield cluster
     finally:
