@@ -12,6 +12,9 @@ and keeps measuring after it:
   ADD COLUMN, a plain DROP INDEX and CREATE INDEX), a CHECK validated in the transaction that
   added it, and a throwaway column backfilled by one UPDATE.
 
+With ``--standby`` the server is a private primary with a hot standby, and bench/standby.py
+watches the standby through each way: its replay lag, each revision's arrival, its readers.
+
 Prints the tables, writes bench/live.json and bench/live.png (latency over time, each statement
 marked), and checks the targets as ratios within the run.
 """
