@@ -71,6 +71,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--baseline", type=float, default=30, help="(e): seconds of traffic before (30)")
     parser.add_argument("--after", type=float, default=5, help="(e): seconds of traffic after (5)")
     args = parser.parse_args(argv)
+    if args.standby and not args.live:
+        parser.error("--standby goes with --live: it watches a standby through the live change")
     if args.live and args.enrollments is None:
         args.enrollments = LIVE_ENROLLMENTS
     for option, default in (QUICK_RUN if args.quick else FULL_RUN).items():
