@@ -28,7 +28,7 @@ from bench import live
 from bench import standby as replica
 from bench import workload as w
 from migrations.bookkeeping import SCHEMA_REVISION
-from migrations.database.messages import one_line_errors
+from migrations.database.messages import OneLineArgumentParser, one_line_errors
 from migrations.database.scratch import ensure_server_url, scratch_database
 from migrations.database.url import conninfo
 from models.queries import course_ids_of, student_ids_of
@@ -47,7 +47,7 @@ LOOKUPS = {"students of a course": student_ids_of, "courses of a student": cours
 
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__.splitlines()[0])
+    parser = OneLineArgumentParser(prog="python -m bench", description=__doc__.splitlines()[0])
     full, quick = FULL_RUN, QUICK_RUN
     parser.add_argument("--sizes", help=f"student counts (default: {full['sizes']}; quick: {quick['sizes']})")
     parser.add_argument("--enrollments", type=int, help="for lookups and migrations (default: 1000000)")

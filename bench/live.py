@@ -190,10 +190,12 @@ def run(
         naive_url = copy_database(server, url)
         try:
             log("copied the loaded database for the naive way")
+            catch_up = None
             if cluster is not None:
                 started = time.perf_counter()
-                cluster.wait_for_replay(timeout=1800)
-                log(f"the standby replayed the load and the copy {time.perf_counter() - started:.1f} s later")
+                replica.caught_up(cluster)
+                catch_up = time.perf_counter() - started
+                log(f"the standby replayed the load and the copy {catch_up:.1f} s later")
             ours_copy, naive_copy = extended(directory), copy_with(NAIVE, directory, LIVE_CHANGE_FROM)
             project_head = scripts(SCRIPT_LOCATION)[-1].revision
             ours = side("ours", url, population, ours_copy, project_head, args.baseline, args, cluster)
@@ -210,7 +212,9 @@ def run(
                 conn.execute(f'DROP DATABASE IF EXISTS "{naive_url.database}" WITH (FORCE)')
     with psycopg.connect(conninfo(server)) as conn:
         version = conn.info.parameter_status("server_version") or "unknown"
-    return summarize(version, population, load_seconds, ours, naive, extras), [ours, naive, *extras]
+    results = summarize(version, population, load_seconds, ours, naive, extras)
+    results["meta"]["standby_caught_up_s"] = catch_up
+    return results, [ours, naive, *extras]
 
 
 def seconds_of(duration: str) -> float:
@@ -393,12 +397,20 @@ def statements_table(results: dict[str, Any]) -> str:
     return markdown(headers, rows)
 
 
+LAG_COLUMNS = ("p50", "p99", "max", "sample_gap_p99")
+
+
 def report(results: dict[str, Any], sides: list[Side]) -> str:
     meta = results["meta"]
     parts = [
         f"(e) The live change at {meta['enrollments']:,} enrollments ({meta['students']:,} students, "
         f"{meta['courses']:,} courses), loaded in {meta['load_seconds']:.1f} s; traffic {TRAFFIC.clients} "
         f"connections x {TRAFFIC.rate:g}/s; PostgreSQL {meta['postgresql']}."
+        + (
+            ""
+            if meta.get("standby_caught_up_s") is None
+            else f" A hot standby replayed the load and its copy {meta['standby_caught_up_s']:.1f} s after."
+        )
     ]
     rows = []
     for s in sides:
@@ -440,9 +452,10 @@ def report(results: dict[str, Any], sides: list[Side]) -> str:
     standby_rows = [
         [
             name,
-            ms(lag["p50"] or 0.0),
-            ms(lag["p99"] or 0.0),
-            ms(lag["max"] or 0.0),
+            *(
+                ms(lag[key]) if lag[key] is not None else "-"
+                for key in ("p50", "p99", "max", "sample_gap_p99")
+            ),
             delays_text(found["schema_on_standby_after_s"]),
             f"{found['reads_during']['p99'] * 1000:.1f} ms",
             str(len(found["reads_failed"])),
@@ -458,6 +471,7 @@ def report(results: dict[str, Any], sides: list[Side]) -> str:
             "replay lag p50",
             "p99",
             "max",
+            "sample gap p99",
             "each revision on the standby after",
             "standby reads p99",
             "failed",

@@ -134,9 +134,10 @@ def find(project: Path = PROJECT, script_location: Path = SCRIPT_LOCATION) -> Re
         if commit != head:
             return Release(tag, commit)
     newest = Path(scripts(script_location)[-1].path).resolve()
-    # A revision outside the repository (a copy of migrations/ elsewhere) is not committed either.
-    committed = newest.is_relative_to(project.resolve())
-    added = committed and git("log", "--diff-filter=A", "--format=%H", "-1", "--", str(newest), cwd=project)
+    # A copy of migrations/ elsewhere: its newest revision is committed if the project has that file.
+    if not newest.is_relative_to(project.resolve()):
+        newest = project / VERSIONS / newest.name
+    added = git("log", "--diff-filter=A", "--format=%H", "-1", "--", str(newest), cwd=project)
     if not added:  # not committed yet: the release before it is HEAD itself
         return Release(f"HEAD ({head[:12]}, before {newest.name})", head)
     if git("rev-parse", "--is-shallow-repository", cwd=project) == "true":

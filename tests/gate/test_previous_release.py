@@ -22,6 +22,7 @@ from migrations.gate.previous_release import (
     Release,
     check,
     find,
+    resolve,
 )
 from migrations.history import scripts
 from tests.helpers.copies import add_revision, copy_migrations
@@ -65,7 +66,8 @@ def checked(server_url: URL, tmp_path_factory: pytest.TempPathFactory) -> Previo
     for revision, (upgrade, preamble) in REVISIONS.items():
         add_revision(copy, revision, previous, upgrade=upgrade, preamble=preamble)
         previous = revision
-    return check(server_url, script_location=copy)
+    # HEAD, in a clone with tags or without: the revisions added here are what is new.
+    return check(server_url, resolve("HEAD"), script_location=copy)
 
 
 def findings(report: PreviousReleaseReport, revision: str | None) -> list[str]:
@@ -189,6 +191,16 @@ def test_without_a_tag_revisions_outside_the_repository_are_new_and_the_previous
     found = find(repository, elsewhere)
     assert found.commit == git(repository, "rev-parse", "HEAD")
     assert found.name.startswith("HEAD (")
+
+
+def test_without_a_tag_an_unchanged_copy_of_migrations_finds_the_release_before_its_newest_revision(
+    repository: Path, tmp_path: Path
+) -> None:
+    elsewhere = copy_migrations(tmp_path / "elsewhere")
+    shutil.copy(
+        next((repository / "migrations" / "versions").glob("*c0ffee000001*.py")), elsewhere / "versions"
+    )
+    assert find(repository, elsewhere).commit == git(repository, "rev-parse", "HEAD~1")
 
 
 def test_a_shallow_clone_without_tags_is_told_to_fetch_them(repository: Path, tmp_path: Path) -> None:

@@ -43,7 +43,6 @@ from pathlib import Path
 from typing import Any
 
 import psycopg
-import pytest
 from sqlalchemy import URL
 
 SUPERUSER = "postgres"
@@ -326,13 +325,16 @@ class Cluster:
         shutil.rmtree(self.directory, ignore_errors=True)
 
 
-def start_cluster(install: Install, standbys: int = 1, settings: Mapping[str, str] | None = None) -> Cluster:
+def start_cluster(
+    install: Install, standbys: int = 1, settings: Mapping[str, str] | None = None, root: Path | None = None
+) -> Cluster:
     """A primary and `standbys` hot standbys of it, running; on any failure, nothing is left.
 
-    `settings` are the primary's beyond PRIMARY_SETTINGS; a standby starts from a copy of them."""
+    `settings` are the primary's beyond PRIMARY_SETTINGS; a standby starts from a copy of them.
+    The cluster's directory is made in `root`, else in scratch_root()."""
     sweep_stale()
     user = ServerUser.for_us()
-    directory = Path(tempfile.mkdtemp(prefix=f"{DIRECTORY_PREFIX}{os.getpid()}-", dir=scratch_root()))
+    directory = Path(tempfile.mkdtemp(prefix=f"{DIRECTORY_PREFIX}{os.getpid()}-", dir=root or scratch_root()))
     user.owns(directory)
     primary = Server("primary", install, directory / "primary", directory, PRIMARY_PORT, user)
     cluster = Cluster(install, directory, user, primary)
@@ -367,9 +369,9 @@ def start_cluster(install: Install, standbys: int = 1, settings: Mapping[str, st
 
 @contextlib.contextmanager
 def running_cluster(
-    install: Install, standbys: int = 1, settings: Mapping[str, str] | None = None
+    install: Install, standbys: int = 1, settings: Mapping[str, str] | None = None, root: Path | None = None
 ) -> Iterator[Cluster]:
-    cluster = start_cluster(install, standbys, settings)
+    cluster = start_cluster(install, standbys, settings, root)
     try:
         yield cluster
     finally:
@@ -471,10 +473,3 @@ def create_replicated_database(cluster: Cluster, name: str) -> Replicated:
 def drop_replicated_database(cluster: Cluster, name: str) -> None:
     with cluster.primary.connect() as primary:
         primary.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-
-
-# For a test of our code rather than of PostgreSQL's (a refusal, a message): the embedded
-# default's PostgreSQL only, not every installed one.
-embedded_postgres_only = pytest.mark.parametrize(
-    "cluster", installed_postgres()[:1], indirect=True, ids=install_id
-)

@@ -30,3 +30,17 @@ def test_a_revision_reaches_the_standby_when_its_version_or_a_later_one_shows_th
     assert delays["b"] == pytest.approx(1.3)  # "b" itself never showed there: "c" did, at 2.3
     assert delays["c"] == pytest.approx(0.3)
     assert delays["d"] is None  # never applied: no delay to report
+
+
+def test_while_the_primary_writes_nothing_a_standby_that_has_it_all_has_no_lag() -> None:
+    recording = Recording(
+        primary=primary((0.00, 100, "a"), (0.01, 100, "a"), (0.02, 100, "a")),
+        standby=[Sample(0.015, 100, "a"), Sample(0.025, 90, "a")],
+    )
+    assert dict(recording.lags(0.0, 1.0)) == {0.015: 0.0, 0.025: 0.025}
+
+
+def test_a_standby_behind_since_before_the_first_sample_counts_from_that_sample() -> None:
+    recording = Recording(primary=primary((1.0, 500, "a")), standby=[Sample(1.5, 100, "a")])
+    assert recording.lags(0.0, 2.0) == [(1.5, 0.5)]
+    assert recording.gaps(0.0, 2.0) == []

@@ -10,8 +10,9 @@ from sqlalchemy import URL
 
 from migrations.database.scratch import alembic_config
 from tests.helpers.drift import BY_HAND, INDEX_LINE, run_drift
-from tests.helpers.replication import Replicated, embedded_postgres_only
+from tests.helpers.replication import Replicated
 from tests.helpers.snapshots import execute
+from tests.replicas import embedded_postgres_only
 
 pytestmark = pytest.mark.migrations
 

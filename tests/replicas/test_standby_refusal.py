@@ -16,8 +16,9 @@ from migrations.database.scratch import alembic_config
 from migrations.database.url import conninfo
 from migrations.runner import Settings, readable_errors
 from tests.helpers.forked_cli import Finished, Running, run_alembic, start_alembic, start_module
-from tests.helpers.replication import Replicated, embedded_postgres_only
+from tests.helpers.replication import Replicated
 from tests.helpers.snapshots import snapshot, versions
+from tests.replicas import embedded_postgres_only
 
 REFUSAL = (
     "FAILED: the database server is a read-only standby in recovery (pg_is_in_recovery()), and "

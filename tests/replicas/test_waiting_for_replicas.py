@@ -23,9 +23,10 @@ from migrations.catalog import difference
 from migrations.database.url import conninfo
 from migrations.replicas import ReplicaVisibilityError, ReplicaWait, wait_for_standbys, waiting_for_standbys
 from tests.helpers.forked_cli import run_alembic
-from tests.helpers.replication import Replicated, Server, embedded_postgres_only
+from tests.helpers.replication import Replicated, Server
 from tests.helpers.snapshots import snapshot, versions
 from tests.helpers.types import AddStandby, MakeDatabase
+from tests.replicas import embedded_postgres_only
 
 HISTORY = ScriptDirectory.from_config(Config(ALEMBIC_INI))
 REVISIONS = [script.revision for script in reversed(list(HISTORY.walk_revisions()))]  # base first
