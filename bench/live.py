@@ -265,8 +265,9 @@ def summarize(
             f"({wait_ratio:.0f}x)",
         ),
     ]
-    if ours.standby is not None:
-        targets += standby_targets(ours)
+    sides = {s.name: side_results(s) for s in (ours, naive, *extras)}
+    if (watched := sides[ours.name]["standby"]) is not None:
+        targets += standby_targets(watched)
     return {
         "meta": {
             "postgresql": version,
@@ -277,7 +278,7 @@ def summarize(
             "traffic": {"clients": TRAFFIC.clients, "rate_per_client": TRAFFIC.rate},
             "lock_timeout_s": lock_timeout,
         },
-        "sides": {s.name: side_results(s) for s in (ours, naive, *extras)},
+        "sides": sides,
         "targets": [
             {"target": name, "passed": passed, "measured": measured} for name, passed, measured in targets
         ],
@@ -288,21 +289,14 @@ def revisions_of(s: Side) -> list[str]:
     return [report.revision.revision for report in s.measurement.reports]
 
 
-def standby_results(s: Side) -> dict[str, Any] | None:
-    if s.standby is None:
-        return None
-    return replica.results(s.standby, s.measurement.window("during"), revisions_of(s))
-
-
 def delays_text(delays: dict[str, float | None]) -> str:
     return ", ".join(
         f"{revision}: {'not seen' if delay is None else ms(delay)}" for revision, delay in delays.items()
     )
 
 
-def standby_targets(ours: Side) -> list[tuple[str, bool, str]]:
-    found = standby_results(ours)
-    assert found is not None
+def standby_targets(found: dict[str, Any]) -> list[tuple[str, bool, str]]:
+    """Ours, as replica.results() found it."""
     lag = found["replay_lag_s"]["max"]
     delays = found["schema_on_standby_after_s"]
     slowest = max((delay for delay in delays.values() if delay is not None), default=None)
@@ -340,7 +334,9 @@ def side_results(s: Side) -> dict[str, Any]:
         "longest_blocking_hold_s": s.longest_blocking_hold,
         "longest_application_wait_s": s.longest_application_wait,
         "latency": {window: vars(s.latency(window)) for window in ("before", "during", "after")},
-        "standby": standby_results(s),
+        "standby": None
+        if s.standby is None
+        else replica.results(s.standby, s.measurement.window("during"), revisions_of(s)),
         "sampler_gap_ms": {
             "p50": sampler[len(sampler) // 2] * 1000 if sampler else None,
             "p99": sampler[int(len(sampler) * 0.99)] * 1000 if sampler else None,

@@ -45,6 +45,8 @@ from typing import Any
 import psycopg
 from sqlalchemy import URL
 
+from migrations.database import processes
+
 SUPERUSER = "postgres"
 DIRECTORY_PREFIX = "test-replicas-"
 PRIMARY_PORT = 5432  # with no TCP listener, a port only names the socket file
@@ -413,18 +415,8 @@ def sweep_stale() -> None:
     for root in {scratch_root(), Path(tempfile.gettempdir())}:
         for directory in root.glob(f"{DIRECTORY_PREFIX}*"):
             match = re.match(rf"{DIRECTORY_PREFIX}(\d+)-", directory.name)
-            if match and not alive(int(match.group(1))):
+            if match and not processes.alive(int(match.group(1))):
                 shutil.rmtree(directory, ignore_errors=True)
-
-
-def alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def processes_in(directory: Path) -> list[int]:
